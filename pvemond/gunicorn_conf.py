@@ -1,0 +1,24 @@
+"""gunicorn settings for pvemond (`gunicorn -c python:pvemond.gunicorn_conf pvemond.wsgi:app`).
+
+Read by gunicorn 20.1 (PVE 8), 23 (PVE 9) and PyPI's newest: settings an older gunicorn does not
+know are ignored, so newer-only ones are safe here.
+"""
+from pvemond import config
+
+_cfg = config.load()
+
+bind = ["unix:" + _cfg.daemon.socket] + ([_cfg.daemon.tcp] if _cfg.daemon.tcp else [])
+# 0600 socket and state files: only root may talk to the daemon or read what it keeps.
+umask = 0o077
+# One process keeps the memory small; threads keep status answering while pveum runs.
+workers = 1
+worker_class = "gthread"
+threads = 4
+# A mint runs several pveum calls; each may wait ~10 s for a cluster lock.
+timeout = 180
+graceful_timeout = 15
+loglevel = _cfg.daemon.log_level
+errorlog = "-"
+proc_name = "pvemond"
+# gunicorn >= 25 opens a control socket by default; ProtectSystem=strict would make it fail.
+control_socket_disable = True

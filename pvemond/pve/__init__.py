@@ -1,0 +1,1 @@
+"""Everything that touches the Proxmox VE node itself: pveum, node files, pveproxy."""

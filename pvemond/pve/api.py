@@ -1,0 +1,58 @@
+"""HTTPS calls to pveproxy with an API token, TLS verified against the cluster CA (stdlib only).
+
+Used on the node to prove a freshly minted token works, and on the monitoring host by
+`pvemond-claim --check`. The secret goes into the Authorization header and nowhere else.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+from dataclasses import dataclass
+from typing import Any, Optional
+from urllib.parse import quote, urlsplit
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    reason: str
+    data: Any  # the "data" member of a JSON body, or None
+
+
+class ApiUnreachable(Exception):
+    pass
+
+
+def tls_context(cafile: Optional[str]) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.check_hostname = True
+    return ctx
+
+
+def get(base_url: str, path: str, token_id: str, secret: str, *, cafile: Optional[str],
+        timeout: float = 15.0) -> Response:
+    """GET {base_url}/api2/json{path} as the token."""
+    url = urlsplit(base_url)
+    conn = http.client.HTTPSConnection(url.hostname, url.port or 8006, timeout=timeout,
+                                       context=tls_context(cafile))
+    try:
+        conn.request("GET", "/api2/json" + quote(path, safe="/?=&"),
+                     headers={"Authorization": f"PVEAPIToken={token_id}={secret}",
+                              "Accept": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read()
+    except ssl.SSLCertVerificationError as exc:
+        raise ApiUnreachable(f"TLS verification of {base_url} failed: {exc.verify_message}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise ApiUnreachable(f"cannot reach pveproxy at {base_url}: {exc}") from None
+    finally:
+        conn.close()
+    return Response(resp.status, resp.reason, _data(body))
+
+
+def _data(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8")).get("data") if body else None
+    except (ValueError, AttributeError):
+        return None

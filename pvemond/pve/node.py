@@ -1,0 +1,151 @@
+"""Node facts a root process reads cheaply: PVE version and its privileges, cluster membership and
+quorum (/etc/pve/.members), and the certificates pveproxy serves.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, FrozenSet, List, Optional, Tuple
+
+# pve-access-control privilege lists (pveum.md §5). PVE 8 = stable-bookworm 8.2.x.
+_COMMON = frozenset("""
+Datastore.Allocate Datastore.AllocateSpace Datastore.AllocateTemplate Datastore.Audit
+Group.Allocate Mapping.Audit Mapping.Modify Mapping.Use Permissions.Modify Pool.Allocate
+Pool.Audit Realm.Allocate Realm.AllocateUser SDN.Allocate SDN.Audit SDN.Use Sys.AccessNetwork
+Sys.Audit Sys.Console Sys.Incoming Sys.Modify Sys.PowerMgmt Sys.Syslog User.Modify VM.Allocate
+VM.Audit VM.Backup VM.Clone VM.Config.CDROM VM.Config.CPU VM.Config.Cloudinit VM.Config.Disk
+VM.Config.HWType VM.Config.Memory VM.Config.Network VM.Config.Options VM.Console VM.Migrate
+VM.PowerMgmt VM.Snapshot VM.Snapshot.Rollback""".split())
+PRIVILEGES = {
+    8: _COMMON | {"VM.Monitor"},
+    9: _COMMON | {"VM.Replicate", "VM.GuestAgent.Audit", "VM.GuestAgent.FileRead",
+                  "VM.GuestAgent.FileSystemMgmt", "VM.GuestAgent.FileWrite",
+                  "VM.GuestAgent.Unrestricted"},
+}
+LATEST_KNOWN = max(PRIVILEGES)
+
+
+@dataclass(frozen=True)
+class PveVersion:
+    version: str  # e.g. "9.1.1"
+
+    @property
+    def major(self) -> int:
+        m = re.match(r"(\d+)", self.version)
+        return int(m.group(1)) if m else 0
+
+    def privileges(self) -> FrozenSet[str]:
+        """The privileges this version accepts; newer majors are assumed to keep the latest list."""
+        return PRIVILEGES.get(self.major, PRIVILEGES[LATEST_KNOWN if self.major > 8 else 8])
+
+
+def pve_version(pvecfg: str) -> Optional[PveVersion]:
+    """pve-manager's version from the generated pvecfg.pm (no Perl, no subprocess)."""
+    try:
+        text = Path(pvecfg).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    m = re.search(r"sub\s+version\s*\{\s*return\s+'([^']+)'", text)
+    return PveVersion(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    name: str
+    nodeid: int
+    online: bool
+    ip: Optional[str]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    nodename: str
+    name: Optional[str]  # None on a standalone node
+    quorate: bool
+    nodes: Tuple[ClusterNode, ...]
+
+
+def read_members(pve_dir: str) -> Optional[Cluster]:
+    """Parse /etc/pve/.members; None when pmxcfs does not serve it (not a PVE node, or pmxcfs down)."""
+    try:
+        data = json.loads((Path(pve_dir) / ".members").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    nodename = str(data.get("nodename", ""))
+    info = data.get("cluster")
+    nodelist = data.get("nodelist") or {}
+    nodes = tuple(sorted(
+        (ClusterNode(name, int(n.get("id", 0)), bool(n.get("online")), n.get("ip"))
+         for name, n in nodelist.items()), key=lambda n: n.nodeid))
+    if not info:  # standalone: no corosync, so always quorate
+        return Cluster(nodename, None, True, nodes or (ClusterNode(nodename, 0, True, None),))
+    return Cluster(nodename, str(info.get("name")), bool(info.get("quorate")), nodes)
+
+
+def pmxcfs_mounted(pve_dir: str) -> bool:
+    """PVE's own check (check_cfs_is_mounted): the `local` symlink exists."""
+    return (Path(pve_dir) / "local").is_symlink()
+
+
+def tls_files(pve_dir: str) -> Tuple[Path, Path]:
+    """The certificate and key pveproxy serves: the custom pair if both exist (pveproxy.pm init)."""
+    local = Path(pve_dir) / "local"
+    custom = (local / "pveproxy-ssl.pem", local / "pveproxy-ssl.key")
+    if all(p.exists() for p in custom):
+        return custom
+    return local / "pve-ssl.pem", local / "pve-ssl.key"
+
+
+def ca_file(pve_dir: str) -> Path:
+    return Path(pve_dir) / "pve-root-ca.pem"
+
+
+def fingerprint(cert: Path) -> str:
+    """PVE's ssl_fingerprint: SHA-256 over the DER of the first (leaf) certificate, as AA:BB:…"""
+    der = ssl.PEM_cert_to_DER_cert(_first_pem(cert.read_text(encoding="ascii")))
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+def _first_pem(text: str) -> str:
+    end = "-----END CERTIFICATE-----"
+    return text[: text.index(end) + len(end)] + "\n"
+
+
+def node_endpoints(cluster: Optional[Cluster], pve_dir: str) -> List[Dict[str, str]]:
+    """Each node's name, address and API URL. A standalone .members has no IP: resolve the node
+    name as PVE does (get_ip_from_hostname), else fall back to the name itself."""
+    if cluster is None:
+        return []
+    out = []
+    for n in cluster.nodes:
+        local = n.name == cluster.nodename
+        address = n.ip or (local and _san_ip(Path(pve_dir) / "local" / "pve-ssl.pem")) \
+            or _resolve(n.name) or n.name
+        host = f"[{address}]" if ":" in address else address
+        out.append({"name": n.name, "address": address, "url": f"https://{host}:8006/api2/json"})
+    return out
+
+
+def _san_ip(cert: Path) -> Optional[str]:
+    """The node IP that PVE wrote into its own certificate's SAN when it generated it."""
+    try:
+        decoded = ssl._ssl._test_decode_cert(str(cert))  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ssl.SSLError):
+        return None
+    ips = [v.strip() for k, v in decoded.get("subjectAltName", ()) if k == "IP Address"]
+    return next((ip for ip in ips if not ipaddress.ip_address(ip).is_loopback), None)
+
+
+def _resolve(name: str) -> Optional[str]:
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    addrs = [i[4][0] for i in infos if not ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback]
+    return addrs[0] if addrs else None

@@ -1,0 +1,183 @@
+"""The daemon's REST API (Flask app factory), reachable only from the node itself.
+
+JSON in, JSON out, errors as {"error": code, "detail": sentence}. Callers are identified by the
+peer credentials of the unix socket (root only) or, on the optional loopback TCP listener, by a
+key from a root-only file.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import socket
+import struct
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from flask import Blueprint, Flask, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from pvemond import config as config_mod
+from pvemond import names
+from pvemond.service import NodeService, ServiceError
+
+log = logging.getLogger("pvemond")
+OPENAPI = Path(__file__).with_name("openapi.json")
+v1 = Blueprint("v1", __name__, url_prefix="/v1")
+
+
+def create_app(cfg: Optional[config_mod.Config] = None, service: Optional[NodeService] = None,
+               *, trust_unidentified: bool = False) -> Flask:
+    """`trust_unidentified` lets Flask's test client in (it has no socket to identify)."""
+    cfg = cfg or config_mod.load()
+    app = Flask("pvemond")
+    app.config.update(PVEMOND=cfg, SERVICE=service or NodeService(cfg),
+                      TRUST_UNIDENTIFIED=trust_unidentified)
+    app.register_blueprint(v1)
+    app.register_error_handler(ServiceError, _service_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+    app.before_request(_identify_caller)
+    return app
+
+
+def svc() -> NodeService:
+    return current_app.config["SERVICE"]
+
+
+# --- who is calling ---------------------------------------------------------------------------
+
+def _identify_caller() -> None:
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:
+        if not current_app.config["TRUST_UNIDENTIFIED"]:
+            raise ServiceError("forbidden", "cannot identify the caller", 403)
+        g.caller = "test-client"
+    elif sock.family == socket.AF_UNIX:
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))
+        if uid != 0:
+            raise ServiceError("forbidden", f"uid {uid} may not use pvemond: run it as root", 403)
+        g.caller = f"uid {uid} pid {pid}"
+    else:
+        _check_key()
+        g.caller = f"tcp {request.remote_addr} (api key)"
+
+
+def _check_key() -> None:
+    key_file = current_app.config["PVEMOND"].daemon.tcp_key_file
+    try:
+        key = Path(key_file).read_text(encoding="utf-8").strip()
+    except OSError:
+        raise ServiceError("forbidden", f"the TCP listener needs a key in {key_file}", 403) from None
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not key or not hmac.compare_digest(given.encode(), key.encode()):
+        raise ServiceError("forbidden", "missing or wrong API key (Authorization: Bearer KEY)", 403)
+
+
+# --- request bodies ---------------------------------------------------------------------------
+
+def body(**fields: type) -> Dict[str, Any]:
+    """The JSON object body, with only the named fields, each of the named type."""
+    if not request.data:
+        return {}
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ServiceError("bad_request", "the body must be a JSON object")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ServiceError("bad_request", f"unknown field {', '.join(unknown)} "
+                           f"(allowed: {', '.join(fields) or 'none'})")
+    for key, value in data.items():
+        want = fields[key]
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise ServiceError("bad_request", f"{key} must be {_TYPE_WORDS[want]}")
+    token = data.get("token")
+    if token is not None and names.tokenid_problem(token):
+        raise ServiceError("bad_request", f"token: {names.tokenid_problem(token)}")
+    return data
+
+
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", str: "a string"}
+
+
+def _token_args(data: Dict[str, Any]) -> Tuple[Optional[str], Optional[bool]]:
+    return data.get("token"), data.get("privsep")
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+@v1.get("/health")
+def health():
+    return jsonify(svc().health())
+
+
+@v1.get("/status")
+def status():
+    return jsonify(svc().status())
+
+
+@v1.post("/converge")
+def converge():
+    data = body(dry_run=bool, token=str, privsep=bool)
+    token, privsep = _token_args(data)
+    return jsonify(svc().converge(caller=g.caller, dry_run=data.get("dry_run", False),
+                                  token=token, privsep=privsep))
+
+
+@v1.get("/tokens")
+def tokens():
+    return jsonify({"tokens": svc().tokens()})
+
+
+@v1.post("/tokens")
+def mint():
+    data = body(token=str, privsep=bool, handout_ttl=int)
+    token, privsep = _token_args(data)
+    m = svc().mint(caller=g.caller, token=token, privsep=privsep,
+                   handout_ttl=data.get("handout_ttl", 660))
+    return jsonify({"token_id": m.token_id, "secret": m.secret.reveal(), "how": m.how,
+                    "steps": m.steps, "handout": {"id": m.handout, "deadline": m.deadline},
+                    "payload": m.payload}), 201
+
+
+@v1.delete("/tokens/<name>")
+def revoke(name: str):
+    problem = names.tokenid_problem(name)
+    if problem:
+        raise ServiceError("bad_request", f"token: {problem}")
+    return jsonify(svc().revoke(name, caller=g.caller))
+
+
+@v1.post("/handouts/<handout_id>")
+def finish_handout(handout_id: str):
+    data = body(delivered=bool, to=str)
+    if "delivered" not in data:
+        raise ServiceError("bad_request", "delivered (true or false) is required")
+    return jsonify(svc().finish_handout(handout_id, caller=g.caller,
+                                        delivered=data["delivered"], to=data.get("to", "")))
+
+
+@v1.get("/openapi.json")
+def openapi():
+    return current_app.response_class(OPENAPI.read_bytes(), mimetype="application/json")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+def _error(code: str, detail: str, status: int):
+    return jsonify({"error": code, "detail": detail}), status
+
+
+def _service_error(exc: ServiceError):
+    return _error(exc.code, exc.detail, exc.status)
+
+
+def _http_error(exc: HTTPException):
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return _error(code, exc.description or exc.name, exc.code or 500)
+
+
+def _unexpected(exc: Exception):
+    log.exception("unexpected error")
+    return _error("internal", f"unexpected {type(exc).__name__}; see journalctl -u pvemond", 500)

@@ -1,0 +1,355 @@
+"""The daemon's work, without HTTP: node facts, converge, mint + verify, hand-outs, revoke.
+
+Every change runs under one lock (a thread lock plus a file lock for extra workers), so two
+bootstraps never race pveum into "already exists". Every change is written to the audit log
+with the caller and the result, never with a secret.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets as pysecrets
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+from pvemond import __version__, access
+from pvemond.config import Config
+from pvemond.pve import api, node, usercfg
+from pvemond.pve import pveum as P
+from pvemond.secret import Secret
+from pvemond.state import StateStore
+
+audit = logging.getLogger("pvemond.audit")
+log = logging.getLogger("pvemond")
+
+
+class ServiceError(Exception):
+    """A failure the caller can act on: `code` for programs, the message for people."""
+
+    def __init__(self, code: str, detail: str, status: int = 400):
+        self.code, self.detail, self.status = code, detail, status
+        super().__init__(detail)
+
+
+_PVEUM_ERRORS = [  # (class, code, HTTP status): most specific first
+    (P.NoQuorum, "no_quorum", 503),
+    (P.NotAProxmoxNode, "not_a_pve_node", 503),
+    (P.PveumTimeout, "pveum_timeout", 504),
+    (P.NotRoot, "not_root", 500),
+    (P.PveumError, "pveum_failed", 502),
+]
+
+
+def service_error(exc: P.PveumError) -> ServiceError:
+    for cls, code, status in _PVEUM_ERRORS:
+        if isinstance(exc, cls):
+            return ServiceError(code, str(exc), status)
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Facts:
+    version: Optional[node.PveVersion]
+    cluster: Optional[node.Cluster]
+    problem: Optional[str]  # why this is not a usable PVE node, in one sentence
+
+
+@dataclass
+class Minted:
+    """A fresh secret and everything a consumer needs besides it."""
+
+    token_id: str
+    secret: Secret
+    steps: List[Dict[str, Any]]
+    how: str
+    handout: str
+    deadline: float
+    payload: Dict[str, Any]
+
+
+class NodeService:
+    def __init__(self, cfg: Config, clock=time.time):
+        self.cfg = cfg
+        self.clock = clock
+        self.pveum = P.Pveum(cfg.node.pveum, cfg.node.pveum_timeout)
+        self.caps = access.Capabilities()
+        self.store = StateStore(cfg.daemon.state_dir)
+        self._lock = threading.RLock()
+
+    # -- facts -----------------------------------------------------------------------------
+    def facts(self) -> Facts:
+        n = self.cfg.node
+        cluster = node.read_members(n.pve_dir)
+        if not os.access(n.pveum, os.X_OK):
+            problem = f"{n.pveum} not found: this is not a Proxmox VE node"
+        elif not node.pmxcfs_mounted(n.pve_dir):
+            problem = (f"the Proxmox cluster file system is not mounted at {n.pve_dir}: "
+                       "start it with 'systemctl start pve-cluster'")
+        else:
+            problem = None
+        return Facts(node.pve_version(n.pvecfg), cluster, problem)
+
+    def health(self) -> Dict[str, Any]:
+        f = self.facts()
+        return {"version": __version__, "pve_node": f.problem is None, "problem": f.problem,
+                "pve_version": f.version.version if f.version else None}
+
+    def status(self) -> Dict[str, Any]:
+        f = self.facts()
+        out: Dict[str, Any] = {"health": self.health(), "cluster": _cluster_json(f.cluster)}
+        if f.problem:
+            return out
+        d = self.desired()
+        state = usercfg.read(self.cfg.node.pve_dir)
+        plan = access.plan(state, d, mint=False, now=self.clock())
+        out["access"] = {"desired": _desired_json(d), "steps": [s.describe() for s in plan.steps],
+                         "findings": plan.findings()}
+        out["tokens"] = self.tokens(state)
+        out["handouts"] = self._pending()
+        return out
+
+    def desired(self, token: Optional[str] = None, privsep: Optional[bool] = None) -> access.Desired:
+        return access.Desired.from_config(self.cfg.access, token=token, privsep=privsep)
+
+    # -- changes ---------------------------------------------------------------------------
+    def converge(self, *, caller: str, dry_run: bool = False, token: Optional[str] = None,
+                 privsep: Optional[bool] = None) -> Dict[str, Any]:
+        d = self.desired(token, privsep)
+        with self._exclusive():
+            plan = self._plan(d, mint=False)
+            if dry_run:
+                return {"dry_run": True, "steps": [s.describe() for s in plan.steps]}
+            applied = self._apply(plan, caller, "converge")
+        return {"dry_run": False, "steps": [s.describe() for s in applied.steps]}
+
+    def mint(self, *, caller: str, token: Optional[str] = None, privsep: Optional[bool] = None,
+             handout_ttl: int = 660) -> Minted:
+        """Converge, mint a secret, verify it, and open a hand-out that must be finished
+        (delivered or cancelled) before `handout_ttl` seconds, or the token is revoked."""
+        self.sweep()
+        d = self.desired(token, privsep)
+        with self._exclusive():
+            busy = self._pending_for(d.token_id)
+            if busy:
+                raise ServiceError(
+                    "handout_in_progress",
+                    f"token {d.token_id} is being handed out right now (started "
+                    f"{_clock(busy['minted_at'])} by {busy['caller']}, open until "
+                    f"{_clock(busy['deadline'])}); re-minting it would kill that secret. Wait for "
+                    "it to finish, or use another token name (--token NAME)", 409)
+            applied = self._apply(self._plan(d, mint=True), caller, "mint")
+            minted = applied.minted
+            try:
+                privs = self._verify(d, minted)
+            except ServiceError:
+                access.Applier(self.pveum).revoke(d)
+                audit.warning("revoke token=%s caller=%s reason=verification-failed", d.token_id, caller)
+                raise
+            handout = self._open_handout(d, caller, applied.how, handout_ttl)
+        return Minted(d.token_id, minted.secret, [s.describe() for s in applied.steps], applied.how,
+                      handout["id"], handout["deadline"], self._payload(d, privs))
+
+    def finish_handout(self, handout_id: str, *, caller: str, delivered: bool,
+                       to: str = "") -> Dict[str, Any]:
+        with self._exclusive():
+            h = self.store.load()["handouts"].get(handout_id)
+            if h is None:
+                raise ServiceError("no_such_handout",
+                                   f"no open hand-out {handout_id} (finished, or revoked when it "
+                                   "timed out)", 404)
+            if delivered:
+                self._close_handout(h, delivered_to=to or "unknown")
+                audit.info("deliver token=%s to=%s caller=%s", h["token_id"], to, caller)
+                return {"token_id": h["token_id"], "delivered": True}
+            revoked = self._revoke_handout(h, f"cancelled by {caller}: {to or 'no reason given'}")
+            return {"token_id": h["token_id"], "delivered": False, "revoked": revoked}
+
+    def revoke(self, token: str, *, caller: str) -> Dict[str, Any]:
+        d = self.desired(token)
+        with self._exclusive():
+            self._require_writable(d)
+            try:
+                removed = access.Applier(self.pveum).revoke(d)
+            except P.PveumError as exc:
+                raise service_error(exc) from None
+            self.store.update(lambda s: _forget(s, d.token_id))
+        audit.info("revoke token=%s caller=%s result=%s", d.token_id, caller,
+                   "removed" if removed else "was-absent")
+        return {"token_id": d.token_id, "revoked": removed}
+
+    def sweep(self) -> List[str]:
+        """Revoke tokens whose hand-out timed out (a bootstrap killed with SIGKILL, a lost host)."""
+        now = self.clock()
+        late = [h for h in self.store.load()["handouts"].values() if h["deadline"] < now]
+        done = []
+        for h in late:
+            with self._exclusive():
+                self._revoke_handout(h, "not delivered before its deadline")
+            done.append(h["token_id"])
+        return done
+
+    # -- reading ---------------------------------------------------------------------------
+    def tokens(self, state: Optional[usercfg.AccessState] = None) -> List[Dict[str, Any]]:
+        state = state or usercfg.read(self.cfg.node.pve_dir)
+        user = state.users.get(self.cfg.access.user)
+        meta = self.store.load()["tokens"]
+        return [dict(meta.get(t.full_id, {}), token_id=t.full_id, name=t.name,
+                     privsep=int(t.privsep), expire=t.expire, comment=t.comment)
+                for t in (user.tokens if user else ())]
+
+    # -- internals -------------------------------------------------------------------------
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One change at a time: a thread lock in this worker, a file lock across workers."""
+        with self._lock:
+            path = Path(self.cfg.daemon.state_dir) / "lock"
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                yield
+
+    def _require_writable(self, d: access.Desired) -> Facts:
+        f = self.facts()
+        if f.problem:
+            raise ServiceError("not_a_pve_node", f.problem, 503)
+        if f.cluster and not f.cluster.quorate:
+            raise ServiceError("no_quorum", "this node has no quorum, so the cluster configuration "
+                               "is read-only; run it on a quorate node", 503)
+        try:
+            access.check(d, f.version)
+        except access.PlanError as exc:
+            raise ServiceError("unsupported_privilege", str(exc), 422) from None
+        return f
+
+    def _plan(self, d: access.Desired, mint: bool) -> access.Plan:
+        self._require_writable(d)
+        state = usercfg.read(self.cfg.node.pve_dir)
+        return access.plan(state, d, mint=mint, now=self.clock())
+
+    def _apply(self, plan: access.Plan, caller: str, action: str) -> access.Applied:
+        try:
+            applied = access.Applier(self.pveum, self.caps).apply(plan)
+        except P.PveumError as exc:
+            audit.warning("%s token=%s caller=%s result=failed error=%s", action,
+                          plan.desired.token_id, caller, exc)
+            raise service_error(exc) from None
+        for step in applied.steps:
+            if step.change != access.OK:
+                audit.info("%s %s caller=%s change=%s findings=%s", action, step.subject, caller,
+                           step.change, "; ".join(step.findings) or "-")
+        return applied
+
+    def _verify(self, d: access.Desired, minted: P.MintedToken) -> Dict[str, int]:
+        """Twice: pveum's view of the token's privileges, and a real HTTPS call with it."""
+        try:
+            privs = self.pveum.token_permissions(d.user, d.token, d.acl_path)
+        except P.PveumError as exc:
+            raise service_error(exc) from None
+        missing = d.privileges - set(privs)
+        if missing:
+            raise ServiceError("verification_failed", f"the new token lacks "
+                               f"{', '.join(sorted(missing))} on {d.acl_path} (pveum user token "
+                               "permissions); the token was revoked", 502)
+        if self.cfg.node.verify_https:
+            self._verify_https(d, minted)
+        return privs
+
+    def _verify_https(self, d: access.Desired, minted: P.MintedToken) -> None:
+        url, ca = self.cfg.node.pveproxy_url, str(node.ca_file(self.cfg.node.pve_dir))
+        try:
+            version = api.get(url, "/version", minted.full_id, minted.secret.reveal(), cafile=ca)
+            perms = api.get(url, f"/access/permissions?path={d.acl_path}", minted.full_id,
+                            minted.secret.reveal(), cafile=ca)
+        except api.ApiUnreachable as exc:
+            raise ServiceError("verification_failed", f"{exc} (is pveproxy running? "
+                               "systemctl status pveproxy); the token was revoked", 502) from None
+        for r in (version, perms):
+            if r.status != 200:
+                raise ServiceError("verification_failed", f"pveproxy at {url} answered "
+                                   f"{r.status} {r.reason} to the new token; the token was revoked", 502)
+        seen = set(((perms.data or {}).get(d.acl_path) or {}))
+        if d.privileges - seen:
+            raise ServiceError("verification_failed", f"over HTTPS the token lacks "
+                               f"{', '.join(sorted(d.privileges - seen))}; the token was revoked", 502)
+
+    def _open_handout(self, d: access.Desired, caller: str, how: str, ttl: int) -> Dict[str, Any]:
+        now = self.clock()
+        h = {"id": pysecrets.token_hex(8), "token_id": d.token_id, "user": d.user, "token": d.token,
+             "caller": caller, "minted_at": now, "deadline": now + max(30, min(ttl, 86400))}
+
+        def change(s: Dict[str, Any]) -> None:
+            s["handouts"][h["id"]] = h
+            meta = s["tokens"].setdefault(d.token_id, {"created": now})
+            meta.update(minted=now, how=how, delivered_to=None, delivered_at=None)
+
+        self.store.update(change)
+        audit.info("handout open token=%s id=%s caller=%s deadline=%s", d.token_id, h["id"],
+                   caller, _clock(h["deadline"]))
+        return h
+
+    def _close_handout(self, h: Dict[str, Any], delivered_to: Optional[str] = None) -> None:
+        def change(s: Dict[str, Any]) -> None:
+            s["handouts"].pop(h["id"], None)
+            if delivered_to:
+                s["tokens"].setdefault(h["token_id"], {}).update(
+                    delivered_to=delivered_to, delivered_at=self.clock())
+        self.store.update(change)
+
+    def _revoke_handout(self, h: Dict[str, Any], reason: str) -> bool:
+        d = access.Desired.from_config(self.cfg.access, token=h["token"], user=h["user"])
+        try:
+            removed = access.Applier(self.pveum).revoke(d)
+        except P.PveumError as exc:
+            audit.error("revoke token=%s failed: %s (will retry)", h["token_id"], exc)
+            raise service_error(exc) from None
+        self.store.update(lambda s: (s["handouts"].pop(h["id"], None), _forget(s, h["token_id"])))
+        audit.info("revoke token=%s reason=%s", h["token_id"], reason)
+        return removed
+
+    def _pending(self) -> List[Dict[str, Any]]:
+        return sorted(self.store.load()["handouts"].values(), key=lambda h: h["minted_at"])
+
+    def _pending_for(self, token_id: str) -> Optional[Dict[str, Any]]:
+        now = self.clock()
+        return next((h for h in self._pending() if h["token_id"] == token_id
+                     and h["deadline"] >= now), None)
+
+    def _payload(self, d: access.Desired, privs: Dict[str, int]) -> Dict[str, Any]:
+        """What a consumer needs besides the secret: where to connect and how to trust it."""
+        n = self.cfg.node
+        f = self.facts()
+        cert, _ = node.tls_files(n.pve_dir)
+        return {"user": d.user, "token_name": d.token, "token_id": d.token_id,
+                "privsep": int(d.privsep), "cluster": f.cluster.name if f.cluster else None,
+                "node": f.cluster.nodename if f.cluster else None,
+                "nodes": node.node_endpoints(f.cluster, n.pve_dir),
+                "pve_version": f.version.version if f.version else None,
+                "ca_pem": node.ca_file(n.pve_dir).read_text(encoding="ascii"),
+                "fingerprint": node.fingerprint(cert), "privileges": privs}
+
+
+def _forget(s: Dict[str, Any], token_id: str) -> None:
+    s["tokens"].pop(token_id, None)
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def _cluster_json(c: Optional[node.Cluster]) -> Optional[Dict[str, Any]]:
+    if c is None:
+        return None
+    return {"name": c.name, "node": c.nodename, "quorate": c.quorate,
+            "nodes": [{"name": n.name, "id": n.nodeid, "online": n.online, "ip": n.ip}
+                      for n in c.nodes]}
+
+
+def _desired_json(d: access.Desired) -> Dict[str, Any]:
+    return {"user": d.user, "role": d.role, "privileges": sorted(d.privileges),
+            "acl_path": d.acl_path, "propagate": d.propagate, "token": d.token,
+            "privsep": int(d.privsep), "token_expire": d.token_expire}

@@ -1,0 +1,110 @@
+import textwrap
+
+import pytest
+
+from pvemond import config
+
+
+def parse(text: str) -> config.Config:
+    return config.parse(textwrap.dedent(text), "test.yaml")
+
+
+def problems(text: str) -> list:
+    with pytest.raises(config.ConfigError) as err:
+        parse(text)
+    return err.value.problems
+
+
+def test_defaults_follow_the_seed_guide():
+    c = config.Config()
+    assert c.access.user == "monitoring@pve"
+    assert c.access.role == "monitoring"
+    assert set(c.access.privileges) == {"VM.Audit", "Datastore.Audit", "Sys.Audit", "SDN.Audit"}
+    assert (c.access.acl_path, c.access.propagate, c.access.token) == ("/", True, "monitoring")
+    assert c.access.privsep is False and c.access.token_expire == 0
+    assert c.access.user_comment
+
+
+def test_shipped_file_parses_to_the_defaults():
+    shipped = config.parse(open("etc/pvemond/pvemond.yaml").read(), "shipped")
+    assert shipped.access == config.AccessConfig()
+    assert shipped.node == config.NodeConfig()
+    assert shipped.daemon == config.DaemonConfig()
+    assert shipped.claim == config.ClaimConfig()
+
+
+def test_empty_file_means_defaults():
+    assert parse("").access == config.AccessConfig()
+
+
+def test_values_are_read():
+    c = parse("""
+        access: {user: prom@pve, token: prometheus, privsep: true, privileges: [VM.Audit]}
+        node: {pveum: /opt/pveum, pveum_timeout: 5}
+        claim: {port: 9443, ttl: 120, allow: [192.0.2.0/24]}
+    """)
+    assert c.access.user == "prom@pve" and c.access.privsep is True
+    assert c.access.privileges == ("VM.Audit",)
+    assert c.node.pveum_timeout == 5.0
+    assert c.claim.allow == ("192.0.2.0/24",)
+
+
+def test_every_error_is_listed_at_once_with_its_field():
+    found = problems("""
+        access: {user: nobody, role: PVEMonitor, token: 1x, privileges: [VM.Audit, notapriv]}
+        node: {pveum: relative/pveum, pveproxy_url: http://x}
+        daemon: {tcp: "192.0.2.1:8117", log_level: loud}
+        claim: {port: 8006, ttl: 99999, max_attempts: 0, allow: [nope]}
+        extra: {}
+    """)
+    fields = [p.split(":")[0] for p in found]
+    assert fields == ["access.user", "access.role", "access.privileges", "access.token",
+                      "node.pveum", "node.pveproxy_url", "daemon.tcp", "daemon.log_level",
+                      "claim.port", "claim.ttl", "claim.max_attempts", "claim.allow", "extra"]
+    assert any("reserved for Proxmox VE" in p for p in found)
+    assert any("not a loopback address" in p for p in found)
+
+
+@pytest.mark.parametrize("port", [8006, 8007, 3128, 85, 5900, 5999, 60000, 60050])
+def test_claim_port_must_not_collide_with_proxmox(port):
+    assert problems(f"claim: {{port: {port}}}")[0].startswith("claim.port:")
+
+
+@pytest.mark.parametrize("tcp", ["127.0.0.1:8117", "[::1]:8117"])
+def test_loopback_tcp_is_accepted(tcp):
+    assert parse(f'daemon: {{tcp: "{tcp}"}}').daemon.tcp == tcp
+
+
+@pytest.mark.parametrize("tcp", ["0.0.0.0:8117", "192.0.2.5:8117", "localhost:8117"])
+def test_non_loopback_tcp_is_refused(tcp):
+    assert problems(f'daemon: {{tcp: "{tcp}"}}')[0].startswith("daemon.tcp:")
+
+
+def test_types_are_checked():
+    found = problems("access: {privsep: 'no', propagate: 1, privileges: 5}\nclaim: {ttl: true}")
+    assert "access.privsep: must be true or false, not 'no'" in found
+    assert any(p.startswith("access.propagate:") for p in found)
+    assert any(p.startswith("access.privileges: must be a list") for p in found)
+    assert any(p.startswith("claim.ttl: must be a whole number") for p in found)
+
+
+def test_write_privileges_need_an_explicit_yes():
+    assert "VM.PowerMgmt" in problems("access: {privileges: [VM.Audit, VM.PowerMgmt]}")[0]
+    c = parse("access: {privileges: [VM.Audit, VM.PowerMgmt], allow_write_privileges: true}")
+    assert "VM.PowerMgmt" in c.access.privileges
+
+
+def test_unknown_setting_and_bad_yaml():
+    assert problems("access: {usr: x}")[0].startswith("access.usr: unknown setting")
+    assert "line 2" in problems("access:\n  user: a: b\n")[0]
+    assert problems("- a\n- b\n")[0].startswith("the file must be a mapping")
+
+
+def test_load_uses_the_environment_variable(tmp_path, monkeypatch):
+    path = tmp_path / "c.yaml"
+    path.write_text("access: {token: fromenv}\n")
+    monkeypatch.setenv(config.ENV_VAR, str(path))
+    assert config.load().access.token == "fromenv"
+    monkeypatch.setenv(config.ENV_VAR, str(tmp_path / "missing.yaml"))
+    with pytest.raises(config.ConfigError, match="file not found"):
+        config.load()

@@ -1,0 +1,528 @@
+"""formats: every rendering read back by its consumer's own parser (PyYAML, tomllib, sh/dash/bash,
+the Python AST) and checked field by field, hostile values included; pve.yml merges checked
+byte for byte."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pvemond.formats import FORMATS, HEADER, FormatError, module_name, render
+
+if sys.version_info >= (3, 11):
+    import tomllib  # part of the stdlib from 3.11 on: a missing one must fail, not skip
+else:  # pragma: no cover - Python 3.9/3.10
+    tomllib = None
+
+CA = "/etc/prometheus/pve-root-ca.pem"
+SECRET = "5f3c2b1a-0d9e-4c8b-a7f6-e5d4c3b2a190"
+# Everything a quoting bug mangles: both quotes, bash history `!`, `$` expansion, backslash,
+# command substitution, a YAML comment and mapping indicator, TOML/JSON escapes, non-ASCII.
+HOSTILE = "a'b!c$d\"e\\f g#h: i{j}`k`$(l)ü"
+HOSTILE_NO_DOLLAR = HOSTILE.replace("$", "%")  # Telegraf refuses `$` (env substitution)
+HOSTILE_CA = "/etc/pve mon/it's \"the\" ca!.pem"
+HOSTILE_USER = "mon'i!t\"or@pve"
+
+
+def node(i: int, address: str | None = None) -> dict:
+    address = address or f"192.0.2.{10 + i}"
+    host = f"[{address}]" if ":" in address else address
+    return {"name": f"pve{i + 1}", "address": address, "url": f"https://{host}:8006/api2/json"}
+
+
+def make_payload(*, secret: str = SECRET, cluster: str | None = "prod", nodes: int | list = 3,
+                 user: str = "monitoring@pve", token_name: str = "monitoring") -> dict:
+    token_id = f"{user}!{token_name}"
+    return {
+        "version": 1, "user": user, "token_name": token_name, "token_id": token_id,
+        "secret": secret, "token_string": f"{token_id}={secret}", "privsep": 0,
+        "cluster": cluster, "node": "pve1",
+        "nodes": [node(i) for i in range(nodes)] if isinstance(nodes, int) else nodes,
+        "pve_version": "9.1.1", "ca_pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        "fingerprint": "AA:BB:CC", "privileges": {"Sys.Audit": 1, "VM.Audit": 1},
+    }
+
+
+def hostile_payload(secret: str = HOSTILE) -> dict:
+    return make_payload(secret=secret, user=HOSTILE_USER, token_name="t-1_x.y")
+
+
+# ---------------------------------------------------------------------------------------------
+# API surface and payload checks
+
+def test_formats_are_the_documented_seven():
+    assert FORMATS == ("pve-exporter", "env", "telegraf", "zabbix", "proxmoxer", "json", "curl")
+
+
+def test_unknown_format_lists_the_valid_ones():
+    with pytest.raises(FormatError) as err:
+        render("grafana", make_payload(), ca_path=CA)
+    assert "'grafana'" in str(err.value)
+    assert all(fmt in str(err.value) for fmt in FORMATS)
+    assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("cluster, expected", [
+    ("prod", "prod"), (None, "pve1"), ("", "pve1"), ("my cluster/ä:1", "my_cluster___1"),
+    ("a.b-c_D9", "a.b-c_D9"),
+])
+def test_module_name(cluster, expected):
+    assert module_name(make_payload(cluster=cluster)) == expected
+
+
+def test_module_name_needs_a_cluster_or_a_node():
+    with pytest.raises(FormatError, match="neither a cluster nor a node"):
+        module_name({"cluster": None, "node": ""})
+
+
+def _mutated(change) -> dict:
+    payload = make_payload()
+    change(payload)
+    return payload
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p.pop("secret"), "'secret' must be a non-empty string"),
+    (lambda p: p.update(secret=SECRET + "\n"), "'secret' contains a control character"),
+    (lambda p: p.update(node=7), "'node' must be a non-empty string"),
+    (lambda p: p.update(cluster=["prod"]), "'cluster' must be"),
+    (lambda p: p.update(token_string="monitoring@pve!monitoring:" + SECRET), "token_string"),
+    (lambda p: p.update(token_id="monitoring@pve!other"), "token_id"),
+    (lambda p: p.update(nodes=[]), "'nodes' must be a non-empty list"),
+    (lambda p: p["nodes"][1].pop("url"), r"'nodes\[1\]\.url'"),
+    (lambda p: p["nodes"].append("pve9"), r"'nodes\[3\]' must be an object"),
+    (lambda p: p.update(version=2), "payload version 2 is not supported"),
+])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_bad_payload_is_refused_by_every_format(fmt, change, message):
+    with pytest.raises(FormatError, match=message):
+        render(fmt, _mutated(change), ca_path=CA)
+
+
+@pytest.mark.parametrize("ca_path", ["", "/etc/ca\n.pem"])
+def test_bad_ca_path_is_refused(ca_path):
+    with pytest.raises(FormatError, match="ca_path"):
+        render("env", make_payload(), ca_path=ca_path)
+
+
+def test_payload_that_is_not_an_object_is_refused():
+    with pytest.raises(FormatError, match="must be a JSON object"):
+        render("json", ["not", "a", "dict"], ca_path=CA)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# pve-exporter: pve.yml
+
+def exporter(payload: dict | None = None, existing: str | None = None, ca: str = CA) -> str:
+    return render("pve-exporter", payload or make_payload(), ca_path=ca, existing=existing)
+
+
+def test_exporter_fresh_file():
+    text = exporter()
+    assert yaml.safe_load(text) == {"prod": {
+        "user": "monitoring@pve", "token_name": "monitoring", "token_value": SECRET, "verify_ssl": CA}}
+    first = text.splitlines()[0]
+    assert first.startswith("# written by pvemond-claim for cluster prod")
+    assert "/pve?module=prod&target=HOST (HOST: 192.0.2.10 192.0.2.11 192.0.2.12)" in first
+
+
+def test_exporter_standalone_node_is_its_own_module():
+    text = exporter(make_payload(cluster=None, nodes=1))
+    assert list(yaml.safe_load(text)) == ["pve1"]
+    assert "standalone node pve1" in text and "/pve?module=pve1&target=HOST" in text
+
+
+@pytest.mark.parametrize("existing", ["", "\n  \n"])
+def test_exporter_blank_existing_file_is_a_fresh_one(existing):
+    assert exporter(existing=existing) == exporter()
+
+
+def test_exporter_hostile_values_read_back_exactly():
+    doc = yaml.safe_load(exporter(hostile_payload(), ca=HOSTILE_CA))
+    assert doc == {"prod": {"user": HOSTILE_USER, "token_name": "t-1_x.y",
+                            "token_value": HOSTILE, "verify_ssl": HOSTILE_CA}}
+
+
+@pytest.mark.parametrize("name", ["yes", "No", "true", "null", "123", "1e3", "0x1F", ".inf", "-x"])
+def test_exporter_module_names_yaml_would_retype_stay_strings(name):
+    text = exporter(make_payload(cluster=name))
+    assert list(yaml.safe_load(text)) == [name]
+    assert exporter(make_payload(cluster=name), existing=text) == text  # found again when quoted
+
+
+EXISTING = """\
+# Prometheus PVE exporter modules
+# maintained by hand
+
+default:
+    user: prometheus@pve
+    password: "s3cr#t: x"   # inline comment
+    verify_ssl: false
+
+lab:
+   user: lab@pve
+   token_name: "lab"
+   token_value: 'it''s'
+   verify_ssl: true
+   # commented out: timeout: 5
+
+# prod cluster (old, hand-written)
+prod:
+  user: old@pve
+  token_name: old
+  token_value: 00000000-0000-0000-0000-000000000000
+  verify_ssl: false
+  # a comment inside prod
+
+# the DR site, keep last
+dr:
+  user: dr@pve
+  notes: |
+    multi-line
+    prod: not a key, deeper in a block scalar
+
+      with a blank line
+  verify_ssl: true
+"""
+HEAD = EXISTING[:EXISTING.index("prod:\n")]           # ends with the user's own comment on prod
+TAIL = EXISTING[EXISTING.index("\n# the DR site"):]   # blank line + the next module's comment
+WITHOUT_PROD = HEAD[:-len("# prod cluster (old, hand-written)\n")] + TAIL[1:]
+
+
+def test_merge_replaces_our_module_and_keeps_every_other_byte():
+    out = exporter(existing=EXISTING)
+    assert out.startswith(HEAD) and out.endswith(TAIL)
+    assert out[len(HEAD):len(out) - len(TAIL)] == exporter()  # exactly the fresh block between
+    expected = yaml.safe_load(EXISTING)
+    expected["prod"] = yaml.safe_load(exporter())["prod"]
+    assert yaml.safe_load(out) == expected
+    assert "00000000" not in out and "a comment inside prod" not in out
+
+
+def test_merge_is_idempotent_and_rotation_changes_one_line():
+    first = exporter(existing=EXISTING)
+    assert exporter(existing=first) == first
+    assert first.count(HEADER) == 1 and first.count("\nprod:\n") == 1
+    rotated = exporter(make_payload(secret="11111111-2222-3333-4444-555555555555"), existing=first)
+    changed = [(a, b) for a, b in zip(first.splitlines(), rotated.splitlines()) if a != b]
+    assert len(first.splitlines()) == len(rotated.splitlines())
+    assert changed == [(f'  token_value: "{SECRET}"',
+                        '  token_value: "11111111-2222-3333-4444-555555555555"')]
+
+
+def test_merge_appends_when_our_module_is_absent():
+    out = exporter(existing=WITHOUT_PROD)
+    assert out == WITHOUT_PROD + "\n" + exporter()
+    assert list(yaml.safe_load(out)) == ["default", "lab", "dr", "prod"]
+    assert exporter(existing=out) == out
+
+
+@pytest.mark.parametrize("existing, glue", [
+    ("default:\n  user: a@pve", "\n\n"),      # no final newline
+    ("default:\n  user: a@pve\n", "\n"),      # blank line added between modules
+    ("default:\n  user: a@pve\n\n", ""),      # already separated
+    ("# nothing here yet\n", "\n"),           # comments only
+])
+def test_merge_append_glue(existing, glue):
+    out = exporter(existing=existing)
+    assert out == existing + glue + exporter()
+    assert yaml.safe_load(out)["prod"]["token_value"] == SECRET
+
+
+def test_merge_keeps_crlf_files_crlf():
+    existing = EXISTING.replace("\n", "\r\n")
+    out = exporter(existing=existing)
+    assert out.startswith(HEAD.replace("\n", "\r\n")) and out.endswith(TAIL.replace("\n", "\r\n"))
+    assert "\n" not in out.replace("\r\n", "")
+    assert yaml.safe_load(out)["prod"]["token_value"] == SECRET
+
+
+def test_merge_keeps_a_byte_order_mark():
+    existing = "\ufeffdefault:\n  user: a@pve\n"
+    out = exporter(existing=existing)
+    assert out == existing + "\n" + exporter()
+    assert list(yaml.safe_load(out)) == ["default", "prod"]
+    replaced = exporter(existing="\ufeffprod:\n  user: old@pve\n")  # our key right after the BOM
+    assert replaced == "\ufeff" + exporter()
+
+
+@pytest.mark.parametrize("existing", [
+    "  default:\n    user: a@pve\n",
+    "  default:\n    user: a@pve\n  prod:\n    user: old@pve\n",
+])
+def test_merge_follows_an_indented_top_level(existing):
+    out = exporter(existing=existing)
+    assert out.startswith("  default:\n    user: a@pve\n")
+    assert "\n  prod:\n    user: monitoring@pve\n" in out and "old@pve" not in out
+    assert yaml.safe_load(out)["prod"]["verify_ssl"] == CA
+
+
+def test_merge_keeps_leading_directive_and_document_start():
+    existing = "%YAML 1.1\n--- # modules\ndefault:\n  user: a@pve\n"
+    out = exporter(existing=existing)
+    assert out == existing + "\n" + exporter()
+    assert list(yaml.safe_load(out)) == ["default", "prod"]
+
+
+@pytest.mark.parametrize("key", ['"prod"', "'prod'", '"pr\\x6fd"', "prod  "])
+def test_merge_finds_our_module_however_its_key_is_written(key):
+    existing = f"{key}:\n  user: old@pve\nother:\n  user: o@pve\n"
+    out = exporter(existing=existing)
+    assert "old@pve" not in out and out.endswith("other:\n  user: o@pve\n")
+    assert yaml.safe_load(out)["prod"]["user"] == "monitoring@pve"
+
+
+def test_merge_may_drop_an_anchor_nobody_else_uses_and_keep_one_we_used():
+    existing = "default: &d\n  verify_ssl: false\nprod: &mine\n  <<: *d\n  user: old@pve\n"
+    out = exporter(existing=existing)
+    assert out.startswith("default: &d\n  verify_ssl: false\n")
+    assert yaml.safe_load(out)["prod"] == yaml.safe_load(exporter())["prod"]
+
+
+@pytest.mark.parametrize("existing, line, problem", [
+    ("- a\n- b\n", 1, "a list item"),
+    ("# modules\ndefault:\n\tuser: a\n", 3, "tab in the indentation"),
+    ("{default: {user: a}}\n", 1, "flow collection"),
+    ("default:\n  user: a\n---\nother:\n  user: b\n", 3, "second YAML document"),
+    ("default:\n  user: a\n...\n", 3, "document end marker"),
+    ("prod:\n  user: a\nother: 1\nprod:\n  user: b\n", 4, "'prod' is defined twice"),
+    ("  default:\n    user: a\nother:\n  x: 1\n", 3, "indented less than the first module"),
+    ("default:\n  password: first part\ncontinued here\n", 3, "expected a 'name:' line"),
+    ("? complex\n: value\n", 1, "a complex key"),
+    ("&a default:\n  x: 1\n", 1, "unsupported syntax '&'"),
+    ("default:\r  user: a\r", 1, "line break other than LF or CRLF"),
+    ('"prod\n  user: a\n', 1, "quoted key that does not close"),
+    ("prod: &base\n  user: old\nother:\n  <<: *base\n", 4, "anchor &base"),
+])
+def test_merge_refuses_what_it_cannot_map_safely(existing, line, problem):
+    with pytest.raises(FormatError) as err:
+        exporter(existing=existing)
+    msg = str(err.value)
+    assert f"line {line}: " in msg and problem in msg
+    assert "fix pve.yml by hand, or write to a new file with -o" in msg
+
+
+def test_only_pve_exporter_reads_the_existing_file():
+    assert render("env", make_payload(), ca_path=CA, existing="- not\n- yaml: [") == \
+        render("env", make_payload(), ca_path=CA)
+
+
+# ---------------------------------------------------------------------------------------------
+# env: sourced by sh, dash and bash; pasted into an interactive bash
+
+def env_expected(payload: dict, ca: str) -> dict[str, str]:
+    user, name, secret = payload["user"], payload["token_name"], payload["secret"]
+    return {
+        "PVE_USER": user, "PVE_TOKEN_NAME": name, "PVE_TOKEN_VALUE": secret,
+        "PVE_VERIFY_SSL": "true", "REQUESTS_CA_BUNDLE": ca,
+        "PROXMOX_HOST": payload["nodes"][0]["address"], "PROXMOX_USER": user,
+        "PROXMOX_TOKEN_NAME": name, "PROXMOX_TOKEN_VALUE": secret, "PROXMOX_VERIFY_SSL": ca,
+    }
+
+
+def _environ(stdout: bytes) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in stdout.decode().split("\0") if "=" in item)
+
+
+def _shell(argv: list[str]) -> list[str]:
+    if not shutil.which(argv[0]):
+        pytest.skip(f"{argv[0]} is not installed")
+    return argv
+
+
+SHELLS = [["sh"], ["dash"], ["bash"], ["bash", "--posix"]]
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=" ".join)
+@pytest.mark.parametrize("hostile", [False, True], ids=["plain", "hostile"])
+def test_env_sourced_with_set_a(tmp_path: Path, shell, hostile):
+    payload, ca = (hostile_payload(), HOSTILE_CA) if hostile else (make_payload(), CA)
+    path = tmp_path / "pve.env"
+    path.write_text(render("env", payload, ca_path=ca), encoding="utf-8")
+    proc = subprocess.run(_shell(shell) + ["-c", 'set -a; . "$1"; env -0', "sh", str(path)],
+                          env={"PATH": os.environ["PATH"]}, capture_output=True, check=True)
+    environ = _environ(proc.stdout)
+    expected = env_expected(payload, ca)
+    assert {k: environ.get(k) for k in expected} == expected
+
+
+def test_env_assigns_exactly_the_documented_variables_single_quoted():
+    lines = [line for line in render("env", hostile_payload(), ca_path=CA).splitlines()
+             if line and not line.startswith("#")]
+    assert [line.split("=", 1)[0] for line in lines] == list(env_expected(make_payload(), CA))
+    assert all(line.split("=", 1)[1].startswith("'") and line.endswith("'") for line in lines)
+
+
+def test_env_survives_paste_into_interactive_bash(tmp_path: Path):
+    # Interactive bash history-expands `!` even inside double quotes; single quotes stop it.
+    payload = hostile_payload()
+    script = "set -a\n" + render("env", payload, ca_path=HOSTILE_CA) + "env -0\n"
+    proc = subprocess.run(["bash", "--norc", "--noprofile", "-i"], input=script.encode(),
+                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+                               "HISTFILE": "/dev/null"}, capture_output=True, timeout=30)
+    assert b"event not found" not in proc.stderr
+    environ = _environ(proc.stdout)
+    expected = env_expected(payload, HOSTILE_CA)
+    assert {k: environ.get(k) for k in expected} == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# telegraf: TOML
+
+def load_toml(text: str) -> dict:
+    if tomllib is None:  # pragma: no cover - only before Python 3.11
+        pytest.skip("tomllib needs Python 3.11")
+    return tomllib.loads(text)
+
+
+def test_telegraf_one_block_per_node():
+    payload = make_payload()
+    doc = load_toml(render("telegraf", payload, ca_path=CA))
+    assert doc == {"inputs": {"proxmox": [
+        {"base_url": n["url"], "api_token": payload["token_string"], "node_name": n["name"],
+         "tls_ca": CA} for n in payload["nodes"]]}}
+    assert [n["base_url"] for n in doc["inputs"]["proxmox"]][0] == \
+        "https://192.0.2.10:8006/api2/json"
+
+
+def test_telegraf_hostile_values_read_back_exactly():
+    payload = hostile_payload(HOSTILE_NO_DOLLAR)
+    (block,) = load_toml(render("telegraf", {**payload, "nodes": [node(0)]},
+                                ca_path=HOSTILE_CA))["inputs"]["proxmox"]
+    assert block["api_token"] == f"{HOSTILE_USER}!t-1_x.y={HOSTILE_NO_DOLLAR}"
+    assert block["tls_ca"] == HOSTILE_CA
+
+
+@pytest.mark.parametrize("secret, ca", [(HOSTILE, CA), (SECRET, "/etc/$HOME/ca.pem")])
+def test_telegraf_refuses_dollar_which_it_would_substitute(secret, ca):
+    with pytest.raises(FormatError, match=r"contains '\$': Telegraf substitutes"):
+        render("telegraf", make_payload(secret=secret), ca_path=ca)
+
+
+# ---------------------------------------------------------------------------------------------
+# zabbix: the template's macros, YAML
+
+def macros(text: str) -> dict[str, tuple[str, str]]:
+    doc = yaml.safe_load(text)
+    assert list(doc) == ["macros"]
+    return {m["macro"]: (m["value"], m["type"]) for m in doc["macros"]}
+
+
+def test_zabbix_macros_for_the_template():
+    text = render("zabbix", make_payload(), ca_path=CA)
+    assert macros(text) == {
+        "{$PVE.URL.HOST}": ("192.0.2.10", "TEXT"),
+        "{$PVE.URL.PORT}": ("8006", "TEXT"),
+        "{$PVE.TOKEN.ID}": ("monitoring@pve!monitoring", "TEXT"),
+        "{$PVE.TOKEN.SECRET}": (SECRET, "SECRET_TEXT"),
+    }
+    assert len(yaml.safe_load(text)["macros"]) == 4
+    assert "Zabbix has no CA macro" in text and "update-ca-certificates" in text
+    assert "192.0.2.11, 192.0.2.12" in text  # the other nodes, for failover
+
+
+def test_zabbix_hostile_values_and_the_trust_command():
+    text = render("zabbix", hostile_payload(), ca_path=HOSTILE_CA)
+    got = macros(text)
+    assert got["{$PVE.TOKEN.ID}"] == (f"{HOSTILE_USER}!t-1_x.y", "TEXT")
+    assert got["{$PVE.TOKEN.SECRET}"] == (HOSTILE, "SECRET_TEXT")
+    (cp,) = [line[1:].strip() for line in text.splitlines() if line.startswith("#   cp ")]
+    proc = subprocess.run(["sh", "-c", 'cp() { printf "%s\\0" "$@"; }; eval "$1"', "sh", cp],
+                          capture_output=True, check=True)
+    assert proc.stdout.decode().split("\0")[:2] == [HOSTILE_CA, "/usr/local/share/ca-certificates/pve-prod.crt"]
+
+
+def test_zabbix_ipv6_host_is_bracketed_for_the_url():
+    payload = make_payload(nodes=[node(0, "2001:db8::10")])
+    assert macros(render("zabbix", payload, ca_path=CA))["{$PVE.URL.HOST}"][0] == "[2001:db8::10]"
+
+
+# ---------------------------------------------------------------------------------------------
+# proxmoxer: Python
+
+def proxmox_call(text: str) -> tuple[list, dict]:
+    tree = ast.parse(text)
+    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert [(i.module, [a.name for a in i.names]) for i in imports] == [("proxmoxer", ["ProxmoxAPI"])]
+    (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+               and isinstance(n.func, ast.Name) and n.func.id == "ProxmoxAPI"]
+    return ([ast.literal_eval(a) for a in call.args],
+            {k.arg: ast.literal_eval(k.value) for k in call.keywords})
+
+
+@pytest.mark.parametrize("hostile", [False, True], ids=["plain", "hostile"])
+def test_proxmoxer_call(hostile):
+    payload, ca = (hostile_payload(), HOSTILE_CA) if hostile else (make_payload(), CA)
+    args, kwargs = proxmox_call(render("proxmoxer", payload, ca_path=ca))
+    assert args == ["192.0.2.10"]
+    assert kwargs == {"user": payload["user"], "token_name": payload["token_name"],
+                      "token_value": payload["secret"], "verify_ssl": ca, "port": 8006}
+
+
+def test_proxmoxer_snippet_runs(monkeypatch):
+    calls = []
+    fake = types.ModuleType("proxmoxer")
+    fake.ProxmoxAPI = lambda *a, **kw: calls.append((a, kw))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "proxmoxer", fake)
+    exec(compile(render("proxmoxer", hostile_payload(), ca_path=HOSTILE_CA), "snippet", "exec"), {})
+    assert calls == [(("192.0.2.10",), {"user": HOSTILE_USER, "token_name": "t-1_x.y",
+                                        "token_value": HOSTILE, "verify_ssl": HOSTILE_CA,
+                                        "port": 8006})]
+
+
+# ---------------------------------------------------------------------------------------------
+# json
+
+def test_json_is_the_payload_plus_ca_path_sorted():
+    payload = make_payload()
+    text = render("json", payload, ca_path=CA)
+    assert json.loads(text) == {**payload, "ca_path": CA}
+    assert "ca_path" not in payload  # the caller's dict is left alone
+    order = json.loads(text, object_pairs_hook=lambda pairs: [k for k, _ in pairs])
+    assert order == sorted(order) and text.startswith('{\n  "ca_path"') and text.endswith("}\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# curl: shell lines, run against a stand-in curl
+
+def curl_calls(text: str, shell: list[str]) -> list[list[str]]:
+    # A curl function prints its arguments NUL-separated, one call per record.
+    script = 'curl() { printf "%s\\0" "$@"; printf "\\1\\0"; }\n' + text
+    proc = subprocess.run(_shell(shell) + ["-c", script], capture_output=True, check=True)
+    calls, cur = [], []
+    for word in proc.stdout.decode().split("\0")[:-1]:
+        if word == "\1":
+            calls.append(cur)
+            cur = []
+        else:
+            cur.append(word)
+    return calls
+
+
+@pytest.mark.parametrize("shell", [["sh"], ["bash"]], ids=" ".join)
+@pytest.mark.parametrize("hostile", [False, True], ids=["plain", "hostile"])
+def test_curl_lines(shell, hostile):
+    payload, ca = (hostile_payload(), HOSTILE_CA) if hostile else (make_payload(), CA)
+    calls = curl_calls(render("curl", payload, ca_path=ca), shell)
+    assert calls == [["--cacert", ca, "-H", f"Authorization: PVEAPIToken={payload['token_string']}",
+                      n["url"] + "/version"] for n in payload["nodes"]]
+
+
+def test_curl_survives_paste_into_interactive_bash(tmp_path: Path):
+    payload = hostile_payload()
+    script = 'curl() { printf "%s\\0" "$@"; }\n' + render("curl", payload, ca_path=HOSTILE_CA)
+    proc = subprocess.run(["bash", "--norc", "--noprofile", "-i"], input=script.encode(),
+                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+                               "HISTFILE": "/dev/null"}, capture_output=True, timeout=30)
+    assert b"event not found" not in proc.stderr
+    words = proc.stdout.decode().split("\0")
+    assert words.count(f"Authorization: PVEAPIToken={payload['token_string']}") == 3
+    assert words.count(HOSTILE_CA) == 3
