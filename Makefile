@@ -49,3 +49,6 @@ bench: deps
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Packaging: make deb, deb-stdeb, lint, unit-check, repo, test-system.
+-include packaging.mk

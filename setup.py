@@ -6,6 +6,7 @@ setup(
     description="Read-only monitoring API tokens for Proxmox VE, set up and handed over safely",
     license="AGPL-3.0-or-later",
     packages=find_packages(include=["pvemond", "pvemond.*"]),
+    package_data={"pvemond": ["openapi.json"]},
     python_requires=">=3.9",
     install_requires=["flask", "gunicorn", "sh", "pyyaml"],
     entry_points={

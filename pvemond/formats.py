@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-FORMATS: tuple[str, ...] = ("pve-exporter", "env", "telegraf", "zabbix", "proxmoxer", "json", "curl")
+FORMATS: tuple[str, ...] = (
+    "pve-exporter", "env", "telegraf", "zabbix", "proxmoxer", "json", "curl")
 PAYLOAD_VERSION = 1
 PVE_PORT = 8006  # pveproxy's port is fixed
 HEADER = "# written by pvemond-claim"  # also how a re-run finds its own comment in pve.yml
@@ -60,7 +61,9 @@ class Token:
 
 def _text(value: object, field: str) -> str:
     if not isinstance(value, str) or not value:
-        raise FormatError(f"payload field {field!r} must be a non-empty string, got {value!r}")
+        # the type only: the value may be a secret, and error messages end up in logs
+        got = "an empty string" if value == "" else type(value).__name__
+        raise FormatError(f"payload field {field!r} must be a non-empty string, got {got}")
     if _CONTROL.search(value):
         raise FormatError(f"payload field {field!r} contains a control character or line break")
     return value
@@ -73,15 +76,17 @@ def _nodes(raw: object) -> tuple[Node, ...]:
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise FormatError(f"payload field 'nodes[{i}]' must be an object")
-        out.append(Node(*(_text(item.get(k), f"nodes[{i}].{k}") for k in ("name", "address", "url"))))
+        out.append(Node(*(_text(item.get(k), f"nodes[{i}].{k}")
+                          for k in ("name", "address", "url"))))
     return tuple(out)
 
 
 def _check_version(payload: dict) -> None:
     version = payload.get("version")
     if version != PAYLOAD_VERSION:
-        raise FormatError(f"payload version {version!r} is not supported (this pvemond-claim reads "
-                          f"version {PAYLOAD_VERSION}); install the pvemond-claim matching the node")
+        raise FormatError(f"payload version {version!r} is not supported (this pvemond-claim "
+                          f"reads version {PAYLOAD_VERSION}); install the pvemond-claim that "
+                          "matches the node's pvemond")
 
 
 def _token(payload: object, ca_path: str) -> Token:
@@ -127,7 +132,7 @@ _YAML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r"
 
 
 def yaml_scalar(value: str) -> str:
-    """A YAML string that reads back as exactly `value`: plain when unambiguous, else double-quoted."""
+    """A YAML string reading back as exactly `value`: plain when unambiguous, else double-quoted."""
     if _YAML_PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS:
         return value
     return '"' + "".join(_yaml_char(c) for c in value) + '"'
@@ -145,11 +150,7 @@ def _yaml_char(c: str) -> str:
 
 
 def toml_string(value: str) -> str:
-    """A TOML basic string; Telegraf's env substitution makes `$` unsafe, so it is refused."""
-    if "$" in value:
-        raise FormatError(f"{value!r} contains '$': Telegraf substitutes environment variables "
-                          "($VAR, ${VAR}) before parsing its config and escapes '$' differently "
-                          "across versions; choose a CA path without '$'")
+    """A TOML basic string."""
     return '"' + "".join(_toml_char(c) for c in value) + '"'
 
 
@@ -213,6 +214,15 @@ def render_env(tok: Token) -> str:
     return "\n".join(head + body) + "\n"
 
 
+def _telegraf_value(value: str, field: str) -> str:
+    # Telegraf replaces environment variables in the config text before TOML sees it, and how a
+    # literal `$` is escaped changed between releases: no quoting makes it safe.
+    if "$" in value:
+        raise FormatError(f"{field} contains '$', which Telegraf would take for an environment "
+                          "variable ($VAR, ${VAR}); use a value without '$'")
+    return toml_string(value)
+
+
 def render_telegraf(tok: Token) -> str:
     out = [f"{HEADER} for {tok.where}: one [[inputs.proxmox]] per node "
            "(node_name is required when Telegraf runs off the node)"]
@@ -220,10 +230,10 @@ def render_telegraf(tok: Token) -> str:
         out += [
             "",
             "[[inputs.proxmox]]",
-            f"  base_url = {toml_string(node.url)}",
-            f"  api_token = {toml_string(tok.token_string)}",
-            f"  node_name = {toml_string(node.name)}",
-            f"  tls_ca = {toml_string(tok.ca_path)}",
+            f"  base_url = {_telegraf_value(node.url, 'the node URL')}",
+            f"  api_token = {_telegraf_value(tok.token_string, 'the token')}",
+            f"  node_name = {_telegraf_value(node.name, 'the node name')}",
+            f"  tls_ca = {_telegraf_value(tok.ca_path, 'the CA path')}",
         ]
     return "\n".join(out) + "\n"
 
@@ -238,20 +248,33 @@ def zabbix_macros(tok: Token) -> list[dict[str, str]]:
     ]
 
 
-def render_zabbix(tok: Token) -> str:
-    others = ", ".join(n.address for n in tok.nodes[1:]) or "none"
+_ZABBIX_TRUST = "/usr/local/share/ca-certificates"  # Debian's update-ca-certificates
+
+
+def _zabbix_comments(tok: Token) -> list[str]:
+    others = ", ".join(n.address for n in tok.nodes[1:])
     out = [
         f"{HEADER} for {tok.where}: macros of the template \"Proxmox VE by HTTP\"",
-        "# Set them in the Macros tab of the host that links the template, or",
-        "# pass the list to the API host.update / a host import (API types: TEXT=0, SECRET_TEXT=1).",
-        f"# Other nodes, if {{$PVE.URL.HOST}} goes down: {others}",
+        "# Set them in the Macros tab of the host that links the template, or pass the list",
+        "# to the API host.update or a host import (API types: TEXT=0, SECRET_TEXT=1).",
+    ]
+    if others:
+        out.append(f"# Other nodes, if {{$PVE.URL.HOST}} goes down: {others}")
+    return out + [
         "# Zabbix has no CA macro. To keep TLS verified, trust the cluster CA on the Zabbix",
         "# server/proxy that polls the node, e.g. on Debian:",
-        f"#   cp {sh_quote(tok.ca_path)} /usr/local/share/ca-certificates/pve-{module_name_of(tok)}.crt",
+        f"#   cp {sh_quote(tok.ca_path)} {_ZABBIX_TRUST}/pve-{module_name_of(tok)}.crt",
         "#   update-ca-certificates   (or point SSLCALocation in zabbix_server.conf at the CA)",
-        "# and turn on \"SSL verify peer\" / \"SSL verify host\" on the template's HTTP agent items.",
-        "macros:",
+        "# and turn on \"SSL verify peer\" / \"SSL verify host\" on the template's HTTP items.",
     ]
+
+
+def module_name_of(tok: Token) -> str:
+    return module_name({"cluster": tok.cluster, "node": tok.node})
+
+
+def render_zabbix(tok: Token) -> str:
+    out = _zabbix_comments(tok) + ["macros:"]
     for m in zabbix_macros(tok):
         out += [f"  - macro: {yaml_scalar(m['macro'])}",
                 f"    value: {yaml_scalar(m['value'])}",
@@ -259,15 +282,11 @@ def render_zabbix(tok: Token) -> str:
     return "\n".join(out) + "\n"
 
 
-def module_name_of(tok: Token) -> str:
-    return module_name({"cluster": tok.cluster, "node": tok.node})
-
-
 def render_proxmoxer(tok: Token) -> str:
     others = ", ".join(repr(n.address) for n in tok.nodes[1:])
     out = [
         f"{HEADER} for {tok.where}",
-        "# verify_ssl is the cluster CA, so TLS stays verified (the certificate names the node's address)",
+        "# verify_ssl is the cluster CA, so TLS stays verified against the node's certificate",
     ]
     if others:
         out.append(f"# the other nodes answer the same API: {others}")

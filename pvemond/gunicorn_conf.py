@@ -3,12 +3,13 @@
 Read by gunicorn 20.1 (PVE 8), 23 (PVE 9) and PyPI's newest: settings an older gunicorn does not
 know are ignored, so newer-only ones are safe here.
 """
-from pvemond import config
+from pvemond import config as _config  # a bare name "config" would be read as a setting
 
-_cfg = config.load()
+_cfg = _config.load()
 
 bind = ["unix:" + _cfg.daemon.socket] + ([_cfg.daemon.tcp] if _cfg.daemon.tcp else [])
-# 0600 socket and state files: only root may talk to the daemon or read what it keeps.
+# Only root may talk to the daemon or read what it keeps (sockets come out 0700 under this
+# umask; when_ready trims the socket to 0600).
 umask = 0o077
 # One process keeps the memory small; threads keep status answering while pveum runs.
 workers = 1
@@ -22,3 +23,8 @@ errorlog = "-"
 proc_name = "pvemond"
 # gunicorn >= 25 opens a control socket by default; ProtectSystem=strict would make it fail.
 control_socket_disable = True
+
+
+def when_ready(server) -> None:
+    import os
+    os.chmod(_cfg.daemon.socket, 0o600)

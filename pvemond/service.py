@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from pvemond import __version__, access
+from pvemond import __version__, access, formats
 from pvemond.config import Config
 from pvemond.pve import api, node, usercfg
 from pvemond.pve import pveum as P
@@ -324,7 +324,7 @@ class NodeService:
         n = self.cfg.node
         f = self.facts()
         cert, _ = node.tls_files(n.pve_dir)
-        return {"user": d.user, "token_name": d.token, "token_id": d.token_id,
+        return {"version": formats.PAYLOAD_VERSION, "user": d.user, "token_name": d.token, "token_id": d.token_id,
                 "privsep": int(d.privsep), "cluster": f.cluster.name if f.cluster else None,
                 "node": f.cluster.nodename if f.cluster else None,
                 "nodes": node.node_endpoints(f.cluster, n.pve_dir),

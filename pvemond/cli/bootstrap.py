@@ -139,7 +139,7 @@ class Reporter:
             return self._emit("step", result=word, **step)
         dots = "." * max(3, WIDTH - len(step["subject"]) - len(word) - 4)
         print(f"  {step['subject']} {dots} {word}", file=sys.stderr)
-        for finding in step["findings"] if step["change"] != "ok" else ():
+        for finding in step["findings"] if step["change"] == "repair" else ():
             print(f"      - {finding}", file=sys.stderr)
 
     def verified(self, token_id: str, privs: List[str]) -> None:

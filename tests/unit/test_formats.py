@@ -46,7 +46,8 @@ def make_payload(*, secret: str = SECRET, cluster: str | None = "prod", nodes: i
         "secret": secret, "token_string": f"{token_id}={secret}", "privsep": 0,
         "cluster": cluster, "node": "pve1",
         "nodes": [node(i) for i in range(nodes)] if isinstance(nodes, int) else nodes,
-        "pve_version": "9.1.1", "ca_pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        "pve_version": "9.1.1",
+        "ca_pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         "fingerprint": "AA:BB:CC", "privileges": {"Sys.Audit": 1, "VM.Audit": 1},
     }
 
@@ -92,7 +93,8 @@ def _mutated(change) -> dict:
 @pytest.mark.parametrize("change, message", [
     (lambda p: p.pop("secret"), "'secret' must be a non-empty string"),
     (lambda p: p.update(secret=SECRET + "\n"), "'secret' contains a control character"),
-    (lambda p: p.update(node=7), "'node' must be a non-empty string"),
+    (lambda p: p.update(node=7), "'node' must be a non-empty string, got int"),
+    (lambda p: p.update(token_name=""), "'token_name' must be a non-empty string, got an empty"),
     (lambda p: p.update(cluster=["prod"]), "'cluster' must be"),
     (lambda p: p.update(token_string="monitoring@pve!monitoring:" + SECRET), "token_string"),
     (lambda p: p.update(token_id="monitoring@pve!other"), "token_id"),
@@ -128,7 +130,8 @@ def exporter(payload: dict | None = None, existing: str | None = None, ca: str =
 def test_exporter_fresh_file():
     text = exporter()
     assert yaml.safe_load(text) == {"prod": {
-        "user": "monitoring@pve", "token_name": "monitoring", "token_value": SECRET, "verify_ssl": CA}}
+        "user": "monitoring@pve", "token_name": "monitoring", "token_value": SECRET,
+        "verify_ssl": CA}}
     first = text.splitlines()[0]
     assert first.startswith("# written by pvemond-claim for cluster prod")
     assert "/pve?module=prod&target=HOST (HOST: 192.0.2.10 192.0.2.11 192.0.2.12)" in first
@@ -401,10 +404,12 @@ def test_telegraf_hostile_values_read_back_exactly():
     assert block["tls_ca"] == HOSTILE_CA
 
 
-@pytest.mark.parametrize("secret, ca", [(HOSTILE, CA), (SECRET, "/etc/$HOME/ca.pem")])
-def test_telegraf_refuses_dollar_which_it_would_substitute(secret, ca):
-    with pytest.raises(FormatError, match=r"contains '\$': Telegraf substitutes"):
+@pytest.mark.parametrize("secret, ca, field", [
+    (HOSTILE, CA, "the token"), (SECRET, "/etc/$HOME/ca.pem", "the CA path")])
+def test_telegraf_refuses_dollar_which_it_would_substitute(secret, ca, field):
+    with pytest.raises(FormatError, match=rf"^{field} contains '\$', which Telegraf") as err:
         render("telegraf", make_payload(secret=secret), ca_path=ca)
+    assert secret not in str(err.value)  # error messages reach logs: never the secret
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,12 +442,15 @@ def test_zabbix_hostile_values_and_the_trust_command():
     (cp,) = [line[1:].strip() for line in text.splitlines() if line.startswith("#   cp ")]
     proc = subprocess.run(["sh", "-c", 'cp() { printf "%s\\0" "$@"; }; eval "$1"', "sh", cp],
                           capture_output=True, check=True)
-    assert proc.stdout.decode().split("\0")[:2] == [HOSTILE_CA, "/usr/local/share/ca-certificates/pve-prod.crt"]
+    assert proc.stdout.decode().split("\0")[:2] == [
+        HOSTILE_CA, "/usr/local/share/ca-certificates/pve-prod.crt"]
 
 
 def test_zabbix_ipv6_host_is_bracketed_for_the_url():
-    payload = make_payload(nodes=[node(0, "2001:db8::10")])
-    assert macros(render("zabbix", payload, ca_path=CA))["{$PVE.URL.HOST}"][0] == "[2001:db8::10]"
+    payload = make_payload(cluster=None, nodes=[node(0, "2001:db8::10")])
+    text = render("zabbix", payload, ca_path=CA)
+    assert macros(text)["{$PVE.URL.HOST}"][0] == "[2001:db8::10]"
+    assert "Other nodes" not in text and "/pve-pve1.crt" in text  # standalone: named by node
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +459,8 @@ def test_zabbix_ipv6_host_is_bracketed_for_the_url():
 def proxmox_call(text: str) -> tuple[list, dict]:
     tree = ast.parse(text)
     imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert [(i.module, [a.name for a in i.names]) for i in imports] == [("proxmoxer", ["ProxmoxAPI"])]
+    assert [(i.module, [a.name for a in i.names]) for i in imports] == [
+        ("proxmoxer", ["ProxmoxAPI"])]
     (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
                and isinstance(n.func, ast.Name) and n.func.id == "ProxmoxAPI"]
     return ([ast.literal_eval(a) for a in call.args],

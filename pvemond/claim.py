@@ -1,0 +1,559 @@
+"""Claim codes and the one-shot TLS claim listener (the node side of the hand-over).
+
+Stdlib only: it runs in the listener process after bootstrap has dropped root. The listener is
+the only network-facing part of pvemond (DESIGN.md, security model): it serves the node's
+certificate, takes a code on one route and hands the payload out once. It exists until the claim
+is taken, expires, is burned by wrong codes, or is stopped.
+
+Protocol: HTTPS (TLS >= 1.2), HTTP/1.1, one request per connection.
+  POST /v1/claim   body {"code": "XXXX-XXXX-XXXX"}   (at most 4 KiB, Content-Length required)
+  200  the payload (JSON), once
+  403  wrong_code (attempts_left), source_not_allowed
+  409  already_claimed (claimed_at, claimed_by: tamper evidence for the legitimate client)
+  410  burned, expired, cancelled
+  429  rate_limited          400 bad_request   404 not_found   405 method_not_allowed
+  411  length_required       413 body_too_large                431 headers_too_large
+Every error body is {"error": CODE, "detail": SENTENCE}. Only wrong codes count as attempts.
+
+Logging: each request is logged at INFO as `claim attempt from IP: RESULT`, and each failure
+also at WARNING as exactly `pvemond-claim: failed claim from IP: REASON`. A fail2ban filter:
+    [Definition]
+    failregex = ^pvemond-claim: failed claim from <HOST>: 
+The code and the payload (it holds the token secret) are never logged.
+"""
+from __future__ import annotations
+
+import hmac
+import http
+import ipaddress
+import json
+import logging
+import re
+import secrets
+import selectors
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
+
+ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # 32 symbols: 5 bits each, no 0/O or 1/I
+CODE_SYMBOLS = 12                             # 60 bits
+ROUTE = "/v1/claim"
+MAX_BODY = 4096
+MAX_HEAD = 8192
+MAX_SOURCES = 4096  # rate-limit buckets kept; beyond that idle ones are dropped
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+log_default = logging.getLogger("pvemond.claim")
+
+
+# ---------------------------------------------------------------------------------------------
+# Codes
+
+def new_code() -> str:
+    """A fresh code, `XXXX-XXXX-XXXX`, 60 bits from `secrets`."""
+    return _group("".join(secrets.choice(ALPHABET) for _ in range(CODE_SYMBOLS)))
+
+
+def _group(raw: str) -> str:
+    return "-".join(raw[i:i + 4] for i in range(0, len(raw), 4))
+
+
+def normalize_code(text: str) -> str:
+    """What a human typed -> canonical `XXXX-XXXX-XXXX`: case, spaces and dashes do not matter.
+    The message never repeats the input (a near-miss of a code is still secret)."""
+    raw = re.sub(r"[\s-]", "", text).upper() if text.isascii() else None
+    if raw is None or set(raw) - set(ALPHABET):
+        lookalike = raw is not None and bool(set(raw) & set("01OI"))
+        hint = " (codes never contain 0, 1, O or I)" if lookalike else ""
+        raise ValueError(f"a claim code uses only the characters {ALPHABET}{hint}; "
+                         "type it as pvemond-bootstrap printed it")
+    if len(raw) != CODE_SYMBOLS:
+        raise ValueError(f"a claim code has {CODE_SYMBOLS} characters (XXXX-XXXX-XXXX), "
+                         f"got {len(raw)}")
+    return _group(raw)
+
+
+def codes_match(given: str, expected: str) -> bool:
+    """Constant-time comparison: the answer's timing says nothing about how close a guess was."""
+    return hmac.compare_digest(given.encode("ascii"), expected.encode("ascii"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Results and small helpers
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str            # "claimed" | "expired" | "burned" | "stopped"
+    peer: Optional[str]    # who claimed it; for "burned", who sent the last wrong code
+    at: Optional[float]    # wall clock of the claim or the burn
+    attempts: int          # wrong codes received
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes
+    result: str            # "ok" or the error code, for the log
+    reason: str = ""       # the log's failure reason (never the code or the payload)
+    headers: Tuple[Tuple[str, str], ...] = ()
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(code)
+        self.reply = _error(status, code, detail)
+
+
+def _error(status: int, code: str, detail: str, reason: str = "", **extra: object) -> _Reply:
+    body = json.dumps({"error": code, "detail": detail, **extra}).encode()
+    headers = (("Allow", "POST"),) if status == 405 else ()
+    return _Reply(status, body, code, reason or code, headers)
+
+
+def _peer_ip(addr: Tuple) -> str:
+    ip = ipaddress.ip_address(addr[0].split("%")[0])
+    mapped = getattr(ip, "ipv4_mapped", None)  # a dual-stack socket reports IPv4 as ::ffff:a.b.c.d
+    return str(mapped or ip)
+
+
+def _bucket_key(ip: str) -> str:
+    # IPv6 hosts own a whole /64: per-address limits would be trivial to sidestep there.
+    addr = ipaddress.ip_address(ip)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if addr.version == 6 else ip
+
+
+class _RateLimiter:
+    """Token buckets per source: `rate` requests a second, bursts of `burst`."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]):
+        self.rate, self.burst, self.clock = rate, float(burst), clock
+        self._buckets: Dict[str, Tuple[float, float]] = {}
+
+    def allow(self, key: str) -> bool:
+        if self.rate <= 0:
+            return True
+        now = self.clock()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        ok = tokens >= 1
+        self._buckets[key] = (tokens - 1 if ok else tokens, now)
+        if len(self._buckets) > MAX_SOURCES:
+            self._prune(now)
+        return ok
+
+    def _prune(self, now: float) -> None:
+        full = [k for k, (t, last) in self._buckets.items()
+                if t + (now - last) * self.rate >= self.burst]
+        for key in full or list(self._buckets)[:len(self._buckets) // 2]:
+            del self._buckets[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# The listener
+
+class ClaimListener:
+    """One claim: `bind()` (as root: reads the key), drop privileges, `serve()` until done."""
+
+    def __init__(self, payload: bytes, code: str, certfile: str, keyfile: str, *,
+                 host: str = "0.0.0.0", port: int = 8116, ttl: float = 600.0,
+                 max_attempts: int = 5, allow: Iterable[Union[Network, str]] = (),
+                 rate: float = 5.0, burst: int = 10, log: Optional[logging.Logger] = None,
+                 clock: Callable[[], float] = time.monotonic, grace: float = 2.0,
+                 max_connections: int = 32, timeout: float = 10.0):
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._payload: Optional[bytes] = bytes(payload)
+        self._code = normalize_code(code)
+        self._certfile, self._keyfile = certfile, keyfile
+        self._host, self._port = host, port
+        self._ttl, self._max_attempts, self._grace = ttl, max_attempts, grace
+        self._allow: List[Network] = [ipaddress.ip_network(n, strict=False) for n in allow]
+        self._limiter = _RateLimiter(rate, burst, clock)
+        self._log = log or log_default
+        self._clock = clock
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        self._state = "open"
+        self._attempts = 0
+        self._peer: Optional[str] = None
+        self._at: Optional[float] = None
+        self._deadline = self._grace_end = 0.0
+        self._stop_requested = False
+        self._sock: Optional[socket.socket] = None
+        self._ctx: Optional[ssl.SSLContext] = None
+        self._wake_r = self._wake_w = None  # type: Optional[socket.socket]
+        self._workers: Set[threading.Thread] = set()
+        self._conns: Set[socket.socket] = set()
+        self._last_full_log = -1e9
+        self.expires_at: Optional[float] = None  # wall clock, known after bind()
+
+    @property
+    def state(self) -> str:
+        """"open", "claimed", "burned", "expired" or "stopped"."""
+        return self._state
+
+    @property
+    def attempts(self) -> int:
+        """Wrong codes so far (for a progress line; the Outcome carries the final count)."""
+        return self._attempts
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def bind(self) -> Tuple[str, int]:
+        """Load the certificate and key and bind the socket; the TTL starts now."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self._certfile, self._keyfile)
+        ctx.set_alpn_protocols(["http/1.1"])
+        six = ":" in self._host
+        sock = socket.create_server(
+            (self._host, self._port), family=socket.AF_INET6 if six else socket.AF_INET,
+            backlog=64, dualstack_ipv6=six and self._host == "::" and socket.has_dualstack_ipv6())
+        sock.setblocking(False)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._ctx, self._sock = ctx, sock
+        self._deadline = self._clock() + self._ttl
+        self.expires_at = time.time() + self._ttl
+        host, port = sock.getsockname()[:2]
+        self._log.info("claim listener on %s port %d, expires in %.0f s", host, port, self._ttl)
+        return host, port
+
+    def stop(self) -> None:
+        """End serve() soon; safe from another thread and from a signal handler (no locks)."""
+        self._stop_requested = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            if self._wake_w is not None:
+                self._wake_w.send(b"x")
+        except OSError:
+            pass  # buffer full (a wake-up is pending anyway) or already closed
+
+    def serve(self) -> Outcome:
+        """Accept connections until claimed (+ grace), expired, burned or stopped."""
+        if self._sock is None:
+            self.bind()
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ, "accept")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while True:
+                status = self._finished()
+                if status:
+                    break
+                for key, _ in sel.select(timeout=0.1):
+                    if key.data == "accept":
+                        self._accept_all()
+                    else:
+                        self._drain_wake()
+        finally:
+            sel.close()
+            self._shutdown()
+        self._log.info("claim listener closed: %s after %d wrong code(s)", status, self._attempts)
+        return Outcome(status, self._peer, self._at, self._attempts)
+
+    def _finished(self) -> Optional[str]:
+        with self._lock:
+            now = self._clock()
+            if self._state == "open" and self._stop_requested:
+                self._state = "stopped"
+            elif self._state == "open" and now >= self._deadline:
+                self._state = "expired"
+                self._log.info("claim code expired unused")
+            if self._state == "claimed":
+                return "claimed" if now >= self._grace_end or self._stop_requested else None
+            return None if self._state == "open" else self._state
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except OSError:
+            pass
+
+    def _shutdown(self) -> None:
+        for s in (self._sock, self._wake_r, self._wake_w):
+            s.close()
+        self._payload = None
+        # Let answers in flight (the burner's 410, a racer's 409) finish, then cut the rest.
+        self._join_workers(1.0)
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._join_workers(2.0)
+
+    def _join_workers(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        with self._lock:
+            workers = list(self._workers)
+        for t in workers:
+            t.join(max(0.0, end - time.monotonic()))
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _accept_all(self) -> None:
+        while True:
+            try:
+                conn, addr = self._sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # e.g. out of file descriptors: back off, do not spin
+                self._log.warning("claim listener: accept failed: %s", exc)
+                time.sleep(0.05)
+                return
+            self._start(conn, addr)
+
+    def _start(self, conn: socket.socket, addr: Tuple) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._note_full(addr)
+            conn.close()
+            return
+        worker = threading.Thread(target=self._connection, args=(conn, addr), daemon=True,
+                                  name="pvemond-claim-conn")
+        with self._lock:
+            self._workers.add(worker)
+            self._conns.add(conn)
+        worker.start()
+
+    def _note_full(self, addr: Tuple) -> None:
+        now = time.monotonic()
+        if now - self._last_full_log >= 5.0:  # a flood must not also flood the journal
+            self._last_full_log = now
+            self._log.warning("claim listener: %d connections open, dropping new ones "
+                              "(latest from %s)", self._max_connections, addr[0])
+
+    def _connection(self, conn: socket.socket, addr: Tuple) -> None:
+        ip = "?"
+        tls: Optional[ssl.SSLSocket] = None
+        try:
+            ip = _peer_ip(addr)
+            conn.settimeout(self._timeout)
+            deadline = time.monotonic() + self._timeout  # slowloris: one budget per connection
+            tls = self._ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            tls.do_handshake()
+            self._exchange(tls, ip, deadline)
+        except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
+            self._log.debug("claim listener: connection from %s ended: %s", ip,
+                            type(exc).__name__)
+        except Exception as exc:  # a bug must cost one connection, never the listener
+            self._log.error("claim listener: internal error with %s: %s", ip, type(exc).__name__)
+        finally:
+            (tls or conn).close()
+            with self._lock:
+                self._conns.discard(conn)
+                self._workers.discard(threading.current_thread())
+            self._slots.release()
+
+    def _exchange(self, tls: ssl.SSLSocket, ip: str, deadline: float) -> None:
+        reader = _Reader(tls, deadline)
+        try:
+            method, path = reader.head()
+            reply = self._gate(ip) or self._route(method, path)
+            if reply is None:
+                reply = self._claim(ip, reader.body())
+        except _HttpError as exc:
+            reply = exc.reply
+        self._log_reply(ip, reply)
+        tls.settimeout(self._timeout)
+        try:
+            tls.sendall(_response(reply))
+        except OSError:
+            if reply.status == 200:
+                self._log.warning("claim listener: sending the payload to %s failed; count "
+                                  "it as delivered", ip)
+            raise
+        reader.discard_unread()
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def _gate(self, ip: str) -> Optional[_Reply]:
+        """Source checks; neither counts as an attempt."""
+        addr = ipaddress.ip_address(ip)
+        if self._allow and not any(addr in net for net in self._allow):
+            return _error(403, "source_not_allowed",
+                          f"{ip} is not in this claim's allowed networks (--allow)")
+        with self._lock:
+            ok = self._limiter.allow(_bucket_key(ip))
+        if not ok:
+            return _error(429, "rate_limited", "too many requests from this address; "
+                          "wait a few seconds and retry")
+        return None
+
+    @staticmethod
+    def _route(method: str, path: str) -> Optional[_Reply]:
+        if path.split("?", 1)[0] != ROUTE:
+            return _error(404, "not_found", f"the only route is POST {ROUTE}")
+        if method != "POST":
+            return _error(405, "method_not_allowed", f"use POST {ROUTE}")
+        return None
+
+    def _claim(self, ip: str, body: bytes) -> _Reply:
+        try:
+            doc = json.loads(body.decode("utf-8"))
+            given = doc["code"] if isinstance(doc, dict) else None
+        except (ValueError, KeyError):
+            given = None
+        if not isinstance(given, str):
+            return _error(400, "bad_request", 'the body must be JSON: {"code": "XXXX-XXXX-XXXX"}')
+        try:
+            given = normalize_code(given)
+        except ValueError:
+            given = ""  # not even shaped like a code: still a guess, so it counts
+        right = codes_match(given, self._code)
+        with self._lock:
+            return self._decide(ip, right)
+
+    def _decide(self, ip: str, right: bool) -> _Reply:
+        """The state machine; called with the lock held so exactly one request wins."""
+        now = self._clock()
+        if self._state == "open" and now >= self._deadline:
+            self._state = "expired"
+            self._wake()
+        if self._state == "open" and self._stop_requested:
+            self._state = "stopped"
+        if self._state == "burned":
+            return _error(410, "burned", "too many wrong codes: this claim is burned and the "
+                          "token revoked")
+        if self._state == "expired":
+            return _error(410, "expired", "the claim code expired")
+        if self._state == "stopped":
+            return _error(410, "cancelled", "the claim was cancelled on the node")
+        if self._state == "claimed":
+            return self._after_claim(right)
+        if right:
+            return self._hand_out(ip, now)
+        return self._wrong(ip)
+
+    def _after_claim(self, right: bool) -> _Reply:
+        if not right:  # only the code's holder learns who took it
+            return _error(403, "wrong_code", "wrong claim code", "wrong_code (already claimed)")
+        when = time.strftime("%H:%M:%S", time.gmtime(self._at))
+        return _error(409, "already_claimed", f"already claimed at {when} UTC by {self._peer}",
+                      claimed_at=_iso(self._at), claimed_by=self._peer)
+
+    def _hand_out(self, ip: str, now: float) -> _Reply:
+        payload, self._payload = self._payload, None  # this request's copy is the last one
+        self._state, self._peer, self._at = "claimed", ip, time.time()
+        self._grace_end = now + self._grace
+        self._log.info("claimed by %s", ip)
+        return _Reply(200, payload or b"", "ok")
+
+    def _wrong(self, ip: str) -> _Reply:
+        self._attempts += 1
+        left = self._max_attempts - self._attempts
+        if left > 0:
+            return _error(403, "wrong_code", f"wrong claim code; {left} attempt(s) left before "
+                          "the claim is burned", f"wrong_code ({left} attempts left)",
+                          attempts_left=left)
+        self._state, self._peer, self._at = "burned", ip, time.time()
+        self._wake()
+        return _error(410, "burned", f"{self._attempts} wrong codes: this claim is burned and "
+                      "the token revoked", f"wrong_code (burned after {self._attempts})")
+
+    def _log_reply(self, ip: str, reply: _Reply) -> None:
+        self._log.info("claim attempt from %s: %s", ip, reply.result)
+        if reply.status != 200:
+            self._log.warning("pvemond-claim: failed claim from %s: %s", ip, reply.reason)
+
+
+def _iso(at: Optional[float]) -> Optional[str]:
+    return None if at is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _response(reply: _Reply) -> bytes:
+    lines = [f"HTTP/1.1 {reply.status} {http.HTTPStatus(reply.status).phrase}",
+             "Content-Type: application/json", f"Content-Length: {len(reply.body)}",
+             "Cache-Control: no-store", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in reply.headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + reply.body
+
+
+class _Reader:
+    """A strict, bounded HTTP/1.1 request reader with one deadline for the whole request."""
+
+    def __init__(self, sock: ssl.SSLSocket, deadline: float):
+        self.sock, self.deadline, self.buf = sock, deadline, b""
+        self.headers: Dict[str, str] = {}
+        self.body_read = False
+
+    def _more(self, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("request deadline passed")
+        self.sock.settimeout(left)
+        chunk = self.sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("peer closed the connection mid-request")
+        self.buf += chunk
+
+    def head(self) -> Tuple[str, str]:
+        while b"\r\n\r\n" not in self.buf[:MAX_HEAD + 4]:
+            if len(self.buf) > MAX_HEAD:
+                raise _HttpError(431, "headers_too_large", f"request head over {MAX_HEAD} bytes")
+            self._more(self.deadline)
+        raw, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        first, *lines = raw.decode("latin-1").split("\r\n")
+        parts = first.split(" ")
+        if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
+            raise _HttpError(400, "bad_request", "not an HTTP/1.1 request line")
+        self.headers = _headers(lines)
+        return parts[0], parts[1]
+
+    def body(self) -> bytes:
+        if "transfer-encoding" in self.headers:
+            raise _HttpError(400, "bad_request", "send the body with Content-Length, not chunked")
+        size = self._declared()
+        if size is None:
+            raise _HttpError(411, "length_required", "a Content-Length header is required")
+        if size > MAX_BODY:
+            raise _HttpError(413, "body_too_large", f"the body is limited to {MAX_BODY} bytes")
+        while len(self.buf) < size:
+            self._more(self.deadline)
+        self.body_read = True
+        return self.buf[:size]
+
+    def _declared(self) -> Optional[int]:
+        size = self.headers.get("content-length")
+        if size is not None and not size.isdigit():
+            raise _HttpError(400, "bad_request", "Content-Length is not a number")
+        return None if size is None else int(size)
+
+    def discard_unread(self, limit: int = 65536, seconds: float = 0.5) -> None:
+        """Read a body we answered without reading (413, 403, ...): closing with unread bytes
+        sends a TCP reset, which can destroy our answer before the client reads it."""
+        try:
+            size = self._declared() or 0
+        except _HttpError:
+            return
+        want = min(size, limit) if not self.body_read else 0
+        end = time.monotonic() + seconds
+        try:
+            while len(self.buf) < want:
+                self._more(end)
+        except OSError:
+            pass
+
+
+def _headers(lines: List[str]) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise _HttpError(400, "bad_request", "malformed header line")
+        key = name.lower()
+        if key in out and key == "content-length" and out[key] != value.strip():
+            raise _HttpError(400, "bad_request", "conflicting Content-Length headers")
+        out[key] = value.strip()
+    return out

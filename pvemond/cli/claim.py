@@ -1,0 +1,570 @@
+"""pvemond-claim: redeem a claim code on the monitoring host and write the consumer's config.
+
+Stdlib only, Python >= 3.9: it runs on any monitoring host, as any user. The node's certificate is
+signed by a cluster CA this host does not have yet, so TLS is checked against the pin printed by
+pvemond-bootstrap (sha256 of the certificate's public key) before the code leaves this host.
+The token secret goes into the file the user named (mode 0600) or onto stdout when asked for,
+and nowhere else: not stderr, not an error message.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import ipaddress
+import json
+import os
+import re
+import socket
+import ssl
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
+from urllib.parse import urlsplit
+
+from pvemond import files, formats, tlspin
+from pvemond.pve import api
+
+DEFAULT_PORT = 8116
+ROUTE = "/v1/claim"
+MAX_PAYLOAD = 1 << 20
+# The node's alphabet (pvemond/claim.py, which this host need not have): no 0/O, 1/I.
+ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+
+(EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_PIN, EXIT_WRONG_CODE, EXIT_EXPIRED, EXIT_CLAIMED,
+ EXIT_BURNED, EXIT_NOT_ALLOWED, EXIT_NETWORK, EXIT_OUTPUT, EXIT_CHECK, EXIT_RATE) = range(13)
+EXIT_INTERRUPTED = 130
+
+EPILOG = """\
+exit codes:
+  0   claimed; the config was written
+  1   unexpected answer: not a pvemond claim listener, or a payload this version cannot read
+  2   usage error, or no pin (pass the --pin that pvemond-bootstrap printed, or --tofu)
+  3   the node's key does not match the pin (or was not trusted): the code was NOT sent
+  4   wrong claim code
+  5   the code expired, or the claim was cancelled on the node
+  6   ALREADY CLAIMED: someone else took this token; on the node run pvemond-bootstrap again
+      (it rotates the secret, revoking the taken one) and find out who did
+  7   burned: too many wrong codes, the node revoked the token
+  8   this host's address is not allowed to claim (pvemond-bootstrap --allow)
+  9   network or TLS failure: node unreachable, port blocked, listener gone
+  10  the output could not be written
+  11  --check failed: the token does not work from this host
+  12  rate limited by the node: wait a few seconds and retry
+"""
+
+_NEXT = {
+    "pve-exporter": "point prometheus-pve-exporter at {file} (--config.file) and scrape "
+                    "/pve?module={module}&target={address}",
+    "env": "load it with `set -a; . {file}; set +a`, or as env_file: in docker compose",
+    "telegraf": "put {file} into /etc/telegraf/telegraf.d/ and try "
+                "`telegraf --config {file} --input-filter proxmox --test`",
+    "zabbix": "set these macros on the host that links \"Proxmox VE by HTTP\" and trust the "
+              "CA on the Zabbix server (see the comments in {file})",
+    "proxmoxer": "pip install proxmoxer requests, then run or import {file}",
+    "json": "feed {file} to your tooling; its \"secret\" member is the token secret",
+    "curl": "sh {file} calls /version on every node with the token",
+}
+
+
+class Failure(Exception):
+    """A refusal or failure: one message for the user and the exit code."""
+
+    def __init__(self, rc: int, message: str):
+        super().__init__(message)
+        self.rc = rc
+
+
+@dataclass(frozen=True)
+class Written:
+    config: Optional[str]  # None: printed on stdout
+    ca_path: str
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pvemond-claim", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Redeem the claim code printed by pvemond-bootstrap on a Proxmox VE node and "
+                    "write the monitoring tool's config, with the cluster CA so TLS stays verified.")
+    p.add_argument("target", metavar="HOST[:PORT]",
+                   help=f"the node running pvemond-bootstrap (port {DEFAULT_PORT} by default)")
+    p.add_argument("code", metavar="CODE", help="the claim code, e.g. K7QM-2PXW-9DFT")
+    p.add_argument("--pin", help="the node's key pin printed with the code: sha256:HEX")
+    p.add_argument("--tofu", action="store_true",
+                   help="no pin: show the node's pin and fingerprint and ask on the terminal")
+    p.add_argument("--format", choices=formats.FORMATS, default="pve-exporter",
+                   help="what to write (default pve-exporter)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the config here (mode 0600; pve-exporter merges into an existing "
+                        "file) and the cluster CA beside it; default: config on stdout, CA in "
+                        "the current directory")
+    p.add_argument("--check", action="store_true",
+                   help="afterwards, call the node's API with the token (TLS verified by the CA)")
+    p.add_argument("--timeout", type=float, default=15.0, metavar="S",
+                   help="network timeout in seconds (default 15)")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except Failure as exc:
+        say(f"pvemond-claim: {exc}")
+        return exc.rc
+    except KeyboardInterrupt:
+        say("pvemond-claim: interrupted")
+        return EXIT_INTERRUPTED
+
+
+def run(args: argparse.Namespace) -> int:
+    host, port = parse_target(args.target)
+    code = _code(args.code)
+    pin = _pin(args)
+    preflight(args.format, args.output)  # a claim is single use: fail before spending it
+    if pin is None:
+        pin = tofu(host, port, args.timeout)
+    payload = redeem(host, port, pin, code, args.timeout)
+    written = write_output(args.format, args.output, payload)
+    report(args.format, payload, written, f"{host}:{port}")
+    if args.check:
+        return check(payload, written.ca_path, args.timeout)
+    return EXIT_OK
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+
+def parse_target(text: str) -> Tuple[str, int]:
+    """HOST, HOST:PORT, [V6] or [V6]:PORT; a bare IPv6 address takes the default port."""
+    m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
+    if m:
+        host, port = m.group(1), m.group(2)
+    elif text.startswith("["):
+        host, port = "", None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, None
+    if not host or (port is not None and not port.isdigit()):
+        raise Failure(EXIT_USAGE, f"{text!r} is not HOST[:PORT] (IPv6: [ADDRESS]:PORT)")
+    number = int(port) if port else DEFAULT_PORT
+    if not 1 <= number <= 65535:
+        raise Failure(EXIT_USAGE, f"port {number} is out of range 1-65535")
+    return host, number
+
+
+def normalize_code(text: str) -> str:
+    """As the node does (pvemond.claim.normalize_code): case, spaces and dashes are free."""
+    raw = re.sub(r"[\s-]", "", text).upper() if text.isascii() else None
+    if raw is None or set(raw) - set(ALPHABET):
+        hint = " (codes never contain 0, 1, O or I)" if raw and set(raw) & set("01OI") else ""
+        raise ValueError(f"a claim code uses only the characters {ALPHABET}{hint}; "
+                         "type it as pvemond-bootstrap printed it")
+    if len(raw) != 12:
+        raise ValueError(f"a claim code has 12 characters (XXXX-XXXX-XXXX), got {len(raw)}")
+    return "-".join(raw[i:i + 4] for i in range(0, 12, 4))
+
+
+def _code(text: str) -> str:
+    try:
+        return normalize_code(text)
+    except ValueError as exc:
+        raise Failure(EXIT_USAGE, str(exc)) from None
+
+
+def _pin(args: argparse.Namespace) -> Optional[str]:
+    if args.pin is not None:
+        if args.tofu:
+            raise Failure(EXIT_USAGE, "--pin and --tofu exclude each other")
+        try:
+            return tlspin.normalize_pin(args.pin)
+        except ValueError as exc:
+            raise Failure(EXIT_USAGE, f"--pin: {exc}") from None
+    if not args.tofu:
+        raise Failure(EXIT_USAGE, "no --pin given: pass the pin that pvemond-bootstrap printed "
+                      "with the code (--pin sha256:...), so the code goes only to that node; "
+                      "--tofu shows the node's key and asks instead")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Before anything is sent
+
+_PROBE = {
+    "version": 1, "user": "probe@pve", "token_name": "probe", "token_id": "probe@pve!probe",
+    "secret": "probe", "token_string": "probe@pve!probe=probe", "privsep": 0,
+    "cluster": "pvemond-claim-probe", "node": "probe",
+    "nodes": [{"name": "probe", "address": "192.0.2.1", "url": "https://192.0.2.1:8006/api2/json"}],
+}
+
+
+def preflight(fmt: str, output: Optional[str]) -> None:
+    """Refuse an output that cannot be written before the single-use code is spent."""
+    directory = os.path.dirname(os.path.abspath(output)) if output else os.getcwd()
+    if not os.path.isdir(directory):
+        raise Failure(EXIT_OUTPUT, f"{directory} is not a directory; the code was NOT sent")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise Failure(EXIT_OUTPUT, f"cannot write into {directory} (the config and the CA go "
+                      "there); the code was NOT sent")
+    if output is None:
+        return
+    if os.path.exists(output) and not os.path.isfile(output):
+        raise Failure(EXIT_OUTPUT, f"{output} exists and is not a regular file; the code was NOT sent")
+    try:
+        existing = files.read_optional(output)
+        formats.render(fmt, _PROBE, ca_path="/probe-ca.pem", existing=existing)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Failure(EXIT_OUTPUT, f"cannot read {output}: {_why(exc)}; the code was NOT sent") from None
+    except formats.FormatError as exc:
+        raise Failure(EXIT_OUTPUT, f"{exc}; the code was NOT sent") from None
+
+
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS and the pin
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def tls_connect(host: str, port: int, timeout: float) -> ssl.SSLSocket:
+    """TLS without CA verification: the caller checks the pin before sending anything."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    where = f"{host}:{port}"
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except socket.gaierror as exc:
+        raise Failure(EXIT_NETWORK, f"cannot resolve {host}: {exc.strerror}") from None
+    except ConnectionRefusedError:
+        raise Failure(EXIT_NETWORK, f"nothing listens on {where}: is pvemond-bootstrap still "
+                      f"waiting on the node, and is port {port} open in its firewall?") from None
+    except socket.timeout:
+        raise Failure(EXIT_NETWORK, f"no answer from {where} within {timeout:g} s: a firewall "
+                      f"may drop port {port} on the way to the node") from None
+    except OSError as exc:
+        raise Failure(EXIT_NETWORK, f"cannot connect to {where}: {_why(exc)}") from None
+    try:
+        return ctx.wrap_socket(raw, server_hostname=None if _is_ip(host) else host)
+    except (OSError, ssl.SSLError) as exc:
+        raw.close()
+        raise Failure(EXIT_NETWORK, f"TLS handshake with {where} failed ({_why(exc)}): is this "
+                      "the pvemond claim listener?") from None
+
+
+def _peer_der(tls: ssl.SSLSocket) -> bytes:
+    der = tls.getpeercert(binary_form=True)
+    if not der:
+        tls.close()
+        raise Failure(EXIT_NETWORK, "the node presented no certificate")
+    return der
+
+
+def _pin_of(der: bytes, tls: ssl.SSLSocket) -> str:
+    try:
+        return tlspin.pin_of_der(der)
+    except ValueError as exc:
+        tls.close()
+        raise Failure(EXIT_PIN, f"cannot read the node's certificate ({exc}); the code was NOT "
+                      "sent") from None
+
+
+def connect_pinned(host: str, port: int, pin: str, timeout: float) -> ssl.SSLSocket:
+    """A TLS connection whose peer key matches `pin`; on a mismatch nothing has been sent."""
+    tls = tls_connect(host, port, timeout)
+    der = _peer_der(tls)
+    got = _pin_of(der, tls)
+    if got != pin:
+        tls.close()
+        raise Failure(EXIT_PIN, (
+            f"{host}:{port} presents a different key than the pin:\n"
+            f"  expected  {pin}\n"
+            f"  got       {got}\n"
+            f"  (certificate fingerprint {tlspin.fingerprint_of_der(der)})\n"
+            "The claim code was NOT sent. Check that this is the node where pvemond-bootstrap "
+            "runs and that the pin was copied whole; if both are right, something between this "
+            "host and the node is intercepting TLS."))
+    return tls
+
+
+def _open_tty() -> Any:
+    return open("/dev/tty", "r+", encoding="utf-8")
+
+
+def ask(prompt: str) -> Optional[str]:
+    """One line from the user's terminal (not a pipe), or None when there is none."""
+    try:
+        tty = _open_tty()
+    except OSError:
+        if not sys.stdin.isatty():
+            return None
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        return sys.stdin.readline()
+    with tty:
+        tty.write(prompt)
+        tty.flush()
+        return tty.readline()
+
+
+def tofu(host: str, port: int, timeout: float) -> str:
+    """Show the node's key and let the user accept it (first use, no pin)."""
+    tls = tls_connect(host, port, timeout)
+    der = _peer_der(tls)
+    pin = _pin_of(der, tls)
+    tls.close()  # a person may take longer to answer than the listener waits on one connection
+    answer = ask(f"{host}:{port} presents\n"
+                 f"  pin          {pin}\n"
+                 f"  fingerprint  {tlspin.fingerprint_of_der(der)}\n"
+                 "Compare with what pvemond-bootstrap printed (the fingerprint is also in the PVE "
+                 "web UI: node > System > Certificates).\nTrust this node? [y/N] ")
+    if answer is None:
+        raise Failure(EXIT_USAGE, "--tofu needs a terminal to confirm the node's key; pass "
+                      f"--pin {pin} only if you checked it against the node's output")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise Failure(EXIT_PIN, "the node's key was not trusted; the code was NOT sent")
+    say(f"pvemond-claim: trusting {pin}; next time pass --pin {pin}")
+    return pin
+
+
+# ---------------------------------------------------------------------------------------------
+# The claim
+
+def redeem(host: str, port: int, pin: str, code: str, timeout: float) -> Dict[str, Any]:
+    """POST the code over the pinned connection; the payload, or a Failure per server error."""
+    tls = connect_pinned(host, port, pin, timeout)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn.sock = tls  # the very connection whose key was checked carries the code
+    try:
+        conn.request("POST", ROUTE, body=json.dumps({"code": code}).encode(),
+                     headers={"Content-Type": "application/json", "Accept": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read(MAX_PAYLOAD + 1)
+    except (OSError, http.client.HTTPException) as exc:
+        raise Failure(EXIT_NETWORK, f"the claim request to {host}:{port} failed "
+                      f"({_why(exc)}); the node may have closed the claim") from None
+    finally:
+        conn.close()
+    if resp.status != 200:
+        server_failure(resp.status, body, f"{host}:{port}")
+    return _payload(body)
+
+
+def _payload(body: bytes) -> Dict[str, Any]:
+    try:
+        payload = json.loads(body.decode("utf-8")) if len(body) <= MAX_PAYLOAD else None
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise Failure(EXIT_UNEXPECTED, "the node's answer is not a pvemond payload; the claim "
+                      "is used up: run pvemond-bootstrap on the node again")
+    return payload
+
+
+def _clean(text: object) -> str:
+    """A server sentence for the terminal: printable, one line, bounded."""
+    return re.sub(r"[^\x20-\x7e]", "?", str(text))[:300]
+
+
+def server_failure(status: int, body: bytes, where: str) -> NoReturn:
+    """Raise the Failure for an error answer of the claim listener."""
+    try:
+        doc = json.loads(body.decode("utf-8"))
+        error, detail = _clean(doc["error"]), _clean(doc.get("detail", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        error, detail = "", ""
+    known = _FAILURES.get(error)
+    if known is None:
+        said = " ".join(part for part in (error, detail) if part)
+        raise Failure(EXIT_UNEXPECTED, f"{where} answered HTTP {status}{': ' + said if said else ''}"
+                      f"; is this pvemond's claim listener (port {DEFAULT_PORT} by default)?")
+    rc, sentence = known
+    raise Failure(rc, sentence.format(detail=detail, where=where))
+
+
+_FAILURES: Dict[str, Tuple[int, str]] = {
+    "wrong_code": (EXIT_WRONG_CODE, "the node refused the code ({detail}); check the code "
+                   "pvemond-bootstrap printed"),
+    "expired": (EXIT_EXPIRED, "the claim code expired; run pvemond-bootstrap on the node again "
+                "for a new code"),
+    "cancelled": (EXIT_EXPIRED, "the claim was cancelled on the node (pvemond-bootstrap stopped); "
+                  "run it again for a new code"),
+    "already_claimed": (EXIT_CLAIMED, "WARNING: this token was {detail}. If that was not you, "
+                        "someone else claimed this token: treat its secret as stolen, run "
+                        "pvemond-bootstrap on the node again (it rotates the secret, which "
+                        "revokes the stolen one) and find out who that address is."),
+    "burned": (EXIT_BURNED, "the claim is burned ({detail}); run pvemond-bootstrap on the node "
+               "again for a new code"),
+    "source_not_allowed": (EXIT_NOT_ALLOWED, "{detail}; run pvemond-bootstrap with an --allow "
+                           "that includes this host's address"),
+    "rate_limited": (EXIT_RATE, "{where} is rate limiting this host; wait a few seconds and retry"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+def write_output(fmt: str, output: Optional[str], payload: Dict[str, Any]) -> Written:
+    """The CA (0644) beside the config, then the config (0600) or stdout."""
+    lost = "the claim is used up: fix that, then run pvemond-bootstrap on the node again"
+    target = os.path.abspath(output) if output else None
+    try:
+        module = formats.module_name(payload)
+        ca_pem = payload.get("ca_pem")
+        tlspin.pem_to_der(ca_pem if isinstance(ca_pem, str) else "")
+        ca_path = os.path.join(os.path.dirname(target) if target else os.getcwd(),
+                               f"pve-{module}-ca.pem")
+        formats.render(fmt, payload, ca_path=ca_path)  # the payload itself is sound
+    except (formats.FormatError, ValueError) as exc:
+        raise Failure(EXIT_UNEXPECTED, f"the node's payload cannot be used ({exc}); {lost}") from None
+    try:
+        text = formats.render(fmt, payload, ca_path=ca_path,
+                              existing=files.read_optional(target) if target else None)
+        files.write_private(ca_path, ca_pem, mode=0o644)
+        if target:
+            files.write_private(target, text)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except formats.FormatError as exc:
+        raise Failure(EXIT_OUTPUT, f"{exc}; {lost}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Failure(EXIT_OUTPUT, f"cannot write {target or ca_path}: {_why(exc)}; {lost}") from None
+    return Written(target, ca_path)
+
+
+def _privileges(payload: Dict[str, Any]) -> str:
+    privs = payload.get("privileges") or ()
+    return ", ".join(sorted(str(p) for p in privs)) or "(none listed)"
+
+
+def report(fmt: str, payload: Dict[str, Any], written: Written, where: str) -> None:
+    """What was written where, on stderr; never the secret."""
+    module = formats.module_name(payload)
+    place = f"cluster {payload['cluster']}" if payload.get("cluster") else f"node {payload['node']}"
+    out = [f"pvemond-claim: claimed the token of {place} from {where}"]
+    if written.config:
+        out.append(f"  wrote {fmt} config to {written.config} (mode 0600)")
+    else:
+        out.append(f"  printed the {fmt} config on stdout")
+    out += [f"  wrote the cluster CA to {written.ca_path}",
+            f"  token       {_clean(payload['token_id'])} (privsep {payload.get('privsep', 0)})",
+            f"  privileges  {_clean(_privileges(payload))}",
+            "  next: " + _NEXT[fmt].format(file=written.config or "FILE", module=module,
+                                           address=payload["nodes"][0]["address"])]
+    say("\n".join(out))
+
+
+# ---------------------------------------------------------------------------------------------
+# --check: the token against the node's API, TLS verified by the CA just written
+
+def check(payload: Dict[str, Any], ca_path: str, timeout: float) -> int:
+    url = payload["nodes"][0]["url"]
+
+    def call(path: str) -> api.Response:
+        return api.get(url, path, payload["token_id"], payload["secret"], cafile=ca_path,
+                       timeout=timeout)
+
+    try:
+        version = call("/version")
+        if version.status != 200:
+            return _check_failed(_refused(version, url))
+        resources = call("/cluster/resources")
+    except api.ApiUnreachable as exc:
+        return _check_failed(_unreachable(exc, url, ca_path, timeout))
+    if resources.status != 200:
+        return _check_failed(_refused(resources, url))
+    return _judge(url, version.data, resources.data)
+
+
+def _check_failed(message: str) -> int:
+    say(f"pvemond-claim: check failed: {message}")
+    return EXIT_CHECK
+
+
+def _refused(resp: api.Response, url: str) -> str:
+    if resp.status == 401:
+        return (f"{url} rejects the token (401): the user is disabled or expired, or the token "
+                "was rotated or removed since; run pvemond-bootstrap on the node again")
+    return f"{url} answered {resp.status} {_clean(resp.reason)}"
+
+
+def _judge(url: str, version: Any, resources: Any) -> int:
+    items = resources if isinstance(resources, list) else []
+    kinds = [r.get("type") for r in items if isinstance(r, dict)]
+    nodes, storages = kinds.count("node"), kinds.count("storage")
+    guests = kinds.count("qemu") + kinds.count("lxc")
+    release = version.get("version") if isinstance(version, dict) else None
+    say(f"  check: {url}: Proxmox VE {_clean(release or '?')}; the token sees {nodes} node(s), "
+        f"{guests} guest(s), {storages} storage(s)")
+    if not items or nodes == len(items):
+        return _check_failed(
+            "the token sees nothing but nodes: a privilege-separated token without an ACL of "
+            "its own, or an ACL that is not on / (or not propagated); run pvemond-bootstrap on "
+            "the node again, it repairs both")
+    return EXIT_OK
+
+
+def _unreachable(exc: api.ApiUnreachable, url: str, ca_path: str, timeout: float) -> str:
+    cause = exc.__context__  # api.get raises `from None`; the cause is still recorded here
+    host = _host_of(url)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return _tls_advice(cause, url, ca_path, timeout)
+    if isinstance(cause, ConnectionRefusedError):
+        return (f"{host} refused the connection to port 8006: pveproxy is down or a firewall "
+                "rejects port 8006 from this host")
+    if isinstance(cause, (socket.timeout, TimeoutError)):
+        return (f"no answer from {host} port 8006 within {timeout:g} s: a firewall may block "
+                "port 8006 between this host and the node")
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve {host}: add it to DNS or /etc/hosts, or use its IP address"
+    return str(exc)
+
+
+def _host_of(url: str) -> str:
+    return urlsplit(url).hostname or url
+
+
+def _tls_advice(cause: ssl.SSLCertVerificationError, url: str, ca_path: str,
+                timeout: float) -> str:
+    host = _host_of(url)
+    sans = peer_sans(url, ca_path, timeout)
+    if sans is None:
+        return (f"TLS verification of {url} failed ({_clean(cause.verify_message)}): the "
+                f"certificate on port 8006 is not signed by the cluster CA in {ca_path} (a "
+                "custom or ACME certificate?); for those, the system CA store applies")
+    names = ", ".join(f"{kind}:{value}" for kind, value in sans) or "(none)"
+    return (f"TLS verification of {url} failed: {host} is not in the node certificate's "
+            f"subject alternative names ({names}); address the node by one of those names "
+            "(e.g. in the config's host or URL)")
+
+
+def peer_sans(url: str, ca_path: str, timeout: float) -> Optional[List[Tuple[str, str]]]:
+    """The SANs of the certificate on `url`, verified against the CA but not the name; None when
+    it does not chain to the CA or cannot be reached."""
+    parts = urlsplit(url)
+    ctx = ssl.create_default_context(cafile=ca_path)
+    ctx.check_hostname = False
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 8006), timeout=timeout) as s:
+            with ctx.wrap_socket(s) as tls:
+                return list(tls.getpeercert().get("subjectAltName", ()))
+    except (OSError, ssl.SSLError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

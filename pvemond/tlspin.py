@@ -1,0 +1,141 @@
+"""Certificate pins and fingerprints, stdlib only (the claim client runs on any monitoring host).
+
+Two different hashes identify a node (reference/node.md §2.3):
+- the pin, sha256 of the SubjectPublicKeyInfo (kubeadm's `sha256:<hex>`, curl's
+  `sha256//<base64>`): it survives PVE's renewals of pve-ssl.pem, which keep the key, so the
+  client checks it;
+- PVE's fingerprint, sha256 of the whole certificate DER, uppercase and colon-separated as the
+  web UI and `pvenode cert info` show it: printed beside the pin for a human cross-check.
+
+`ssl` only hands out the whole DER certificate (`getpeercert(binary_form=True)`), so the SPKI is
+found with a small DER walk, the equivalent of
+`openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | sha256sum`.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from typing import Tuple
+
+PIN_FORM = "sha256:<64 hex digits> (or sha256:AA:BB:... with 32 colon-separated bytes)"
+
+_SEQUENCE, _INTEGER, _BIT_STRING, _VERSION = 0x30, 0x02, 0x03, 0xA0
+_PEM = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
+
+
+# ---------------------------------------------------------------------------------------------
+# DER walk
+
+def _tlv(data: bytes, pos: int, end: int) -> Tuple[int, int, int]:
+    """(tag, content start, content end) of the element at `pos`, which must end by `end`."""
+    if pos + 2 > end:
+        raise ValueError(f"DER: truncated element at offset {pos}")
+    tag, first = data[pos], data[pos + 1]
+    if tag & 0x1F == 0x1F:
+        raise ValueError(f"DER: high tag number form at offset {pos} is not used in X.509")
+    start = pos + 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        if count == 0:
+            raise ValueError(f"DER: indefinite length at offset {pos} (BER, not DER)")
+        if count > 4 or start + count > end:
+            raise ValueError(f"DER: bad length of {count} bytes at offset {pos}")
+        length = int.from_bytes(data[start:start + count], "big")
+        start += count
+    if start + length > end:
+        raise ValueError(f"DER: element at offset {pos} runs past its container")
+    return tag, start, start + length
+
+
+def _expect(data: bytes, pos: int, end: int, tag: int, what: str) -> Tuple[int, int]:
+    got, start, stop = _tlv(data, pos, end)
+    if got != tag:
+        raise ValueError(f"DER: expected {what} (tag 0x{tag:02x}) at offset {pos}, got 0x{got:02x}")
+    return start, stop
+
+
+def spki_der(cert_der: bytes) -> bytes:
+    """The SubjectPublicKeyInfo element (tag and length included) of an X.509 certificate."""
+    data = bytes(cert_der)
+    cert_start, cert_end = _expect(data, 0, len(data), _SEQUENCE, "Certificate SEQUENCE")
+    if cert_end != len(data):
+        raise ValueError("DER: trailing bytes after the certificate")
+    pos, tbs_end = _expect(data, cert_start, cert_end, _SEQUENCE, "tbsCertificate SEQUENCE")
+    tag, _, version_end = _tlv(data, pos, tbs_end)
+    if tag == _VERSION:  # [0] EXPLICIT version, absent in v1 certificates
+        pos = version_end
+    for tag, what in ((_INTEGER, "serialNumber"), (_SEQUENCE, "signature AlgorithmIdentifier"),
+                      (_SEQUENCE, "issuer Name"), (_SEQUENCE, "validity"),
+                      (_SEQUENCE, "subject Name")):
+        pos = _expect(data, pos, tbs_end, tag, what)[1]
+    key_start, key_end = _expect(data, pos, tbs_end, _SEQUENCE, "SubjectPublicKeyInfo")
+    # An SPKI is { AlgorithmIdentifier, BIT STRING }: checking it catches a mis-walk.
+    alg_end = _expect(data, key_start, key_end, _SEQUENCE, "SPKI algorithm")[1]
+    if _expect(data, alg_end, key_end, _BIT_STRING, "SPKI public key")[1] != key_end:
+        raise ValueError("DER: SubjectPublicKeyInfo has extra elements")
+    return data[pos:key_end]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pins and fingerprints
+
+def pin_of_der(cert_der: bytes) -> str:
+    """kubeadm-style pin: `sha256:<64 lowercase hex>` of the SPKI."""
+    return "sha256:" + hashlib.sha256(spki_der(cert_der)).hexdigest()
+
+
+def curl_pin(cert_der: bytes) -> str:
+    """The same pin in curl's --pinnedpubkey form: `sha256//<base64>`."""
+    digest = hashlib.sha256(spki_der(cert_der)).digest()
+    return "sha256//" + base64.b64encode(digest).decode("ascii")
+
+
+def normalize_pin(text: str) -> str:
+    """`sha256:HEX`, `sha256:AA:BB:...` (any case, either form) or curl's `sha256//BASE64` ->
+    canonical `sha256:<64 lowercase hex>`."""
+    value = text.strip()
+    if value.lower().startswith("sha256//"):
+        return "sha256:" + _curl_digest(value[8:]).hex()
+    if not value.lower().startswith("sha256:"):
+        raise ValueError(f"a pin looks like {PIN_FORM}; it must start with 'sha256:'")
+    digits = value[7:]
+    if ":" in digits:
+        pairs = digits.split(":")
+        if len(pairs) != 32 or not all(re.fullmatch(r"[0-9A-Fa-f]{2}", p) for p in pairs):
+            raise ValueError(f"a pin looks like {PIN_FORM}; got {len(pairs)} colon-separated "
+                             "parts, expected 32 pairs of hex digits")
+        digits = "".join(pairs)
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", digits):
+        raise ValueError(f"a pin looks like {PIN_FORM}; got {len(digits)} characters after "
+                         "'sha256:', expected 64 hex digits")
+    return "sha256:" + digits.lower()
+
+
+def _curl_digest(b64: str) -> bytes:
+    try:
+        digest = base64.b64decode(b64, validate=True)
+    except binascii.Error:
+        digest = b""
+    if len(digest) != 32:
+        raise ValueError(f"a pin looks like {PIN_FORM} or sha256//<base64 of 32 bytes>")
+    return digest
+
+
+def fingerprint_of_der(der: bytes) -> str:
+    """PVE's `ssl_fingerprint`: SHA-256 of the whole DER, `AB:CD:...` uppercase."""
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+def pem_to_der(pem_text: str) -> bytes:
+    """The first certificate of a PEM text (a chain file starts with the leaf)."""
+    match = _PEM.search(pem_text)
+    if not match:
+        raise ValueError("no '-----BEGIN CERTIFICATE-----' block found")
+    try:
+        return base64.b64decode("".join(match.group(1).split()), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"the certificate's base64 is damaged: {exc}") from None

@@ -1,0 +1,102 @@
+"""Real parts for tests, the demo and the benchmark: the daemon under real gunicorn on a temporary
+unix socket, configured against a simulated node, and the commands run as subprocesses."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(path: Path, sim, proxy_url: str, workdir: Path, **sections: Dict) -> Path:
+    """A pvemond.yaml pointing at the simulated node `sim`; `sections` override per section."""
+    cfg = {
+        "node": {"pveum": str(sim.pveum), "pve_dir": str(sim.pve_dir),
+                 "pvecfg": str(sim.pvecfg), "pveproxy_url": proxy_url, "pveum_timeout": 30.0},
+        "daemon": {"socket": str(workdir / "pvemond.sock"), "state_dir": str(workdir / "state"),
+                   "log_level": "debug"},
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def env_for(config: Path) -> Dict[str, str]:
+    env = dict(os.environ, PVEMOND_CONFIG=str(config), PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+class Daemon:
+    """pvemond under real gunicorn (whichever gunicorn this interpreter has)."""
+
+    def __init__(self, config: Path, log: Path):
+        self.config = config
+        self.log = log
+        self.socket = Path(yaml.safe_load(config.read_text())["daemon"]["socket"])
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self, timeout: float = 20.0) -> "Daemon":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "python:pvemond.gunicorn_conf",
+                 "pvemond.wsgi:app"], env=env_for(self.config), stdout=log, stderr=log,
+                cwd=REPO, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited {self.proc.returncode}:\n{self.log.read_text()}")
+            if self._accepts():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"gunicorn did not listen on {self.socket}:\n{self.log.read_text()}")
+
+    def _accepts(self) -> bool:
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(str(self.socket))
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        """SIGINT is gunicorn's quick shutdown; systemd's SIGTERM (graceful) is tried in the
+        system ring."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def pids(self) -> List[int]:
+        """gunicorn master and workers (the session started for it)."""
+        out = subprocess.run(["ps", "-o", "pid=", "-g", str(self.proc.pid)], capture_output=True,
+                             text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def __enter__(self) -> "Daemon":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_cli(module: str, *args: str, config: Path, input: Optional[str] = None,
+            timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m pvemond.cli.MODULE ARGS` as a user would run the command."""
+    return subprocess.run([sys.executable, "-m", f"pvemond.cli.{module}", *args],
+                          env=env_for(config), capture_output=True, text=True, input=input,
+                          timeout=timeout, cwd=REPO, **kwargs)
