@@ -132,8 +132,10 @@ def tokens():
 
 @v1.post("/tokens")
 def mint():
-    data = body(token=str, privsep=bool, handout_ttl=int)
+    data = body(token=str, privsep=bool, handout_ttl=int, dry_run=bool)
     token, privsep = _token_args(data)
+    if data.get("dry_run"):
+        return jsonify(svc().plan_mint(token=token, privsep=privsep))
     m = svc().mint(caller=g.caller, token=token, privsep=privsep,
                    handout_ttl=data.get("handout_ttl", 660))
     return jsonify({"token_id": m.token_id, "secret": m.secret.reveal(), "how": m.how,

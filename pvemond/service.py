@@ -127,6 +127,12 @@ class NodeService:
             applied = self._apply(plan, caller, "converge")
         return {"dry_run": False, "steps": [s.describe() for s in applied.steps]}
 
+    def plan_mint(self, *, token: Optional[str] = None,
+                  privsep: Optional[bool] = None) -> Dict[str, Any]:
+        """What a mint would change, written nowhere."""
+        plan = self._plan(self.desired(token, privsep), mint=True)
+        return {"dry_run": True, "steps": [s.describe() for s in plan.steps]}
+
     def mint(self, *, caller: str, token: Optional[str] = None, privsep: Optional[bool] = None,
              handout_ttl: int = 660) -> Minted:
         """Converge, mint a secret, verify it, and open a hand-out that must be finished

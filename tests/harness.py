@@ -39,7 +39,8 @@ def env_for(config: Path) -> Dict[str, str]:
 class Daemon:
     """pvemond under real gunicorn (whichever gunicorn this interpreter has)."""
 
-    def __init__(self, config: Path, log: Path):
+    def __init__(self, config: Path, log: Path, prefix: List[str] = ()):
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", NS]
         self.config = config
         self.log = log
         self.socket = Path(yaml.safe_load(config.read_text())["daemon"]["socket"])
@@ -48,7 +49,7 @@ class Daemon:
     def start(self, timeout: float = 20.0) -> "Daemon":
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "python:pvemond.gunicorn_conf",
+                [*self.prefix, sys.executable, "-m", "gunicorn", "-c", "python:pvemond.gunicorn_conf",
                  "pvemond.wsgi:app"], env=env_for(self.config), stdout=log, stderr=log,
                 cwd=REPO, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -94,9 +95,50 @@ class Daemon:
         self.stop()
 
 
+def cli(module: str, *args: str, prefix: List[str] = ()) -> List[str]:
+    return [*prefix, sys.executable, "-m", f"pvemond.cli.{module}", *args]
+
+
 def run_cli(module: str, *args: str, config: Path, input: Optional[str] = None,
-            timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+            timeout: float = 120, prefix: List[str] = (), **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m pvemond.cli.MODULE ARGS` as a user would run the command."""
-    return subprocess.run([sys.executable, "-m", f"pvemond.cli.{module}", *args],
+    return subprocess.run(cli(module, *args, prefix=prefix),
                           env=env_for(config), capture_output=True, text=True, input=input,
                           timeout=timeout, cwd=REPO, **kwargs)
+
+
+class Bootstrap:
+    """pvemond-bootstrap in claim mode, running in the background with --json events."""
+
+    def __init__(self, config: Path, *args: str, prefix: List[str] = ()):
+        self.proc = subprocess.Popen(cli("bootstrap", "--json", *args, prefix=prefix),
+                                     env=env_for(config), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                     start_new_session=True)
+        self.events: List[Dict] = []
+
+    def wait_for(self, event: str, timeout: float = 60) -> Dict:
+        """Read events until `event` (the claim code, the outcome...)."""
+        import json
+        import select
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((e for e in self.events if e["event"] == event), None)
+            if found:
+                return found
+            if not select.select([self.proc.stdout], [], [], 0.5)[0]:
+                continue
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"bootstrap ended without {event}: {self.proc.stderr.read()}")
+            self.events.append(json.loads(line))
+        raise TimeoutError(f"no {event} event within {timeout} s")
+
+    def finish(self, timeout: float = 60) -> int:
+        import json
+        out, self.stderr = self.proc.communicate(timeout=timeout)
+        self.events += [json.loads(ln) for ln in out.splitlines() if ln.strip()]
+        return self.proc.returncode
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)

@@ -1,20 +1,33 @@
-"""pvemond-bootstrap: converge the monitoring access, mint and verify a token, hand it over once."""
+"""pvemond-bootstrap: converge the monitoring access, mint and verify a token, hand it over once.
+
+By default the secret leaves the node through a claim code on a one-shot TLS listener; with
+--format or -o it is written locally instead.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from pvemond import config, formats
+from pvemond.cli import handoff
+from pvemond.cli.report import Reporter
 from pvemond.client import ApiError, Client, DaemonDown
 from pvemond.files import read_optional, write_private
+from pvemond.pve import node
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DAEMON_DOWN = 0, 1, 2, 3
-WIDTH = 76
+CLAIM_EXIT = {"claimed": EXIT_OK, "expired": handoff.EXIT_EXPIRED,
+              "burned": handoff.EXIT_BURNED, "stopped": handoff.EXIT_CANCELLED}
+CLAIM_WHY = {"expired": "nobody claimed the token before the code expired",
+             "burned": "too many wrong codes: the claim was burned",
+             "stopped": "cancelled"}
 
 _DONE = {"create": "created", "repair": "repaired", "ok": "already right"}
 _WOULD = {"create": "would create", "repair": "would repair", "ok": "already right",
@@ -31,15 +44,23 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pvemond-bootstrap",
         description="Create or repair the read-only monitoring access of this Proxmox VE node, "
-                    "mint an API token, verify it, and hand it over once.")
+                    "mint an API token, verify it, and hand it over once through a claim code.",
+        epilog="exit codes: 0 done, 1 error, 2 usage or not root, 3 daemon not running, "
+               "4 claim expired, 5 claim burned, 6 cancelled (4-6: the token was revoked)")
     p.add_argument("--token", help="token name, one per consumer (default from the config: monitoring)")
     p.add_argument("--privsep", type=int, choices=(0, 1), help="privilege separation (default 0)")
     p.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
     p.add_argument("--json", action="store_true", help="machine-readable events, one JSON object a line")
-    p.add_argument("--format", choices=formats.FORMATS, default="json",
-                   help="config to write for the consumer (default json)")
-    p.add_argument("-o", "--output", metavar="FILE",
-                   help="write it here (atomically, mode 0600; the CA beside it) instead of stdout")
+    claim_opts = p.add_argument_group("claim hand-off (the default)")
+    claim_opts.add_argument("--listen", help="address of the claim listener (default 0.0.0.0)")
+    claim_opts.add_argument("--port", type=int, help="its port (default 8116)")
+    claim_opts.add_argument("--ttl", type=int, help=f"seconds the code lives (default 600, at most {config.MAX_CLAIM_TTL})")
+    claim_opts.add_argument("--allow", action="append", metavar="CIDR",
+                            help="only this monitoring host or network may claim (repeatable)")
+    local = p.add_argument_group("local delivery instead of a claim")
+    local.add_argument("--format", choices=formats.FORMATS, help="config to write for the consumer")
+    local.add_argument("-o", "--output", metavar="FILE",
+                       help="write it here (atomically, mode 0600; the CA beside it), not stdout")
     p.add_argument("--config", help=f"configuration file (default ${config.ENV_VAR} or {config.DEFAULT_PATH})")
     p.add_argument("--socket", help="the daemon's socket (default from the configuration)")
     return p
@@ -52,67 +73,134 @@ def main(argv: Optional[List[str]] = None) -> int:
         return out.fail("not_root", "pvemond-bootstrap must run as root (the daemon's socket is "
                         "root-only): sudo pvemond-bootstrap", EXIT_USAGE)
     try:
-        cfg = config.load(args.config)
+        cfg = _with_claim_options(config.load(args.config), args)
     except config.ConfigError as exc:
         return out.fail("bad_config", str(exc), EXIT_USAGE)
-    args.node_ca = str(Path(cfg.node.pve_dir) / "pve-root-ca.pem")
     client = Client(args.socket or cfg.daemon.socket)
     privsep = None if args.privsep is None else bool(args.privsep)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         if args.dry_run:
             return dry_run(client, out, args.token, privsep)
-        return bootstrap(client, out, args, privsep)
+        return bootstrap(client, out, cfg, args, privsep)
     except DaemonDown as exc:
         return out.fail("daemon_down", str(exc), EXIT_DAEMON_DOWN)
     except ApiError as exc:
         return out.fail(exc.code, exc.detail, EXIT_ERROR)
 
 
-def dry_run(client: Client, out: "Reporter", token: Optional[str], privsep: Optional[bool]) -> int:
-    result = client.converge(dry_run=True, token=token, privsep=privsep)
-    for step in result["steps"]:
+def _with_claim_options(cfg: config.Config, args: argparse.Namespace) -> config.Config:
+    """Command-line claim options override the file, under the same rules."""
+    given = {"listen": args.listen, "port": args.port, "ttl": args.ttl,
+             "allow": tuple(args.allow) if args.allow else None}
+    given = {k: v for k, v in given.items() if v is not None}
+    problems = [f"--{k}: {p}" for k, v in given.items()
+                for p in [config.RULES.get(f"claim.{k}", lambda _: None)(v)] if p]
+    if problems:
+        raise config.ConfigError("the command line", problems)
+    return dataclasses.replace(cfg, claim=dataclasses.replace(cfg.claim, **given))
+
+
+def dry_run(client: Client, out: Reporter, token: Optional[str], privsep: Optional[bool]) -> int:
+    for step in client.mint(dry_run=True, token=token, privsep=privsep)["steps"]:
         out.step(step, _WOULD[step["change"]])
-    token_step = next(s for s in result["steps"] if s["part"] == "token")
-    out.note(f"a real run also mints a new secret for {token_step['subject'].split()[1]}")
     return EXIT_OK
 
 
-def bootstrap(client: Client, out: "Reporter", args: argparse.Namespace,
+def bootstrap(client: Client, out: Reporter, cfg: config.Config, args: argparse.Namespace,
               privsep: Optional[bool]) -> int:
-    minted = client.mint(token=args.token, privsep=privsep, handout_ttl=120)
+    local = bool(args.format or args.output)
+    ttl = 120 if local else cfg.claim.ttl + 120
+    minted = client.mint(token=args.token, privsep=privsep, handout_ttl=ttl)
     handout = minted["handout"]["id"]
     try:
         for step in minted["steps"]:
             word = _HOW[minted["how"]] if step["part"] == "token" else _DONE[step["change"]]
             out.step(step, word)
-        privs = sorted(minted["payload"]["privileges"])
-        out.verified(minted["token_id"], privs)
-        target = deliver(out, args, minted)
+        out.verified(minted["token_id"], sorted(minted["payload"]["privileges"]))
+        payload = dict(minted["payload"], secret=minted["secret"],
+                       token_string=f"{minted['token_id']}={minted['secret']}")
+        del minted
+        if local:
+            target = deliver_local(out, cfg, args, payload)
+        else:
+            return deliver_claim(client, out, cfg, handout, payload)
     except (Exception, KeyboardInterrupt, Interrupted) as exc:
-        revoked = client.finish_handout(handout, delivered=False, to=f"bootstrap failed: {_what(exc)}")
-        word = "revoked" if revoked.get("revoked") else "already gone"
-        return out.fail("not_delivered", f"{_what(exc)}; the new token was {word}", EXIT_ERROR)
+        return _abandon(client, out, handout, _what(exc))
     client.finish_handout(handout, delivered=True, to=target)
     return EXIT_OK
 
 
-def deliver(out: "Reporter", args: argparse.Namespace, minted: Dict[str, Any]) -> str:
+def deliver_local(out: Reporter, cfg: config.Config, args: argparse.Namespace,
+                  payload: Dict[str, Any]) -> str:
     """Render the consumer's config and write it where the admin asked; return where."""
-    payload = dict(minted["payload"], secret=minted["secret"],
-                   token_string=f"{minted['token_id']}={minted['secret']}")
+    fmt = args.format or "json"
     if not args.output:
-        text = formats.render(args.format, payload, ca_path=args.node_ca)
-        out.deliver(text)
+        ca = str(node.ca_file(cfg.node.pve_dir))
+        out.deliver(formats.render(fmt, payload, ca_path=ca))
         return "stdout"
-    output = Path(args.output)
+    output = Path(args.output).absolute()
     ca_path = output.with_name(f"pve-{formats.module_name(payload)}-ca.pem")
-    text = formats.render(args.format, payload, ca_path=str(ca_path),
-                          existing=read_optional(args.output))
+    text = formats.render(fmt, payload, ca_path=str(ca_path), existing=read_optional(str(output)))
     write_private(str(ca_path), payload["ca_pem"], mode=0o644)
-    write_private(args.output, text)
-    out.note(f"wrote {args.format} config to {output} (mode 0600) and the cluster CA to {ca_path}")
+    write_private(str(output), text)
+    out.note(f"wrote the {fmt} config to {output} (mode 0600) and the cluster CA to {ca_path}")
     return f"file {output}"
+
+
+def deliver_claim(client: Client, out: Reporter, cfg: config.Config, handout: str,
+                  payload: Dict[str, Any]) -> int:
+    cert, key = node.tls_files(cfg.node.pve_dir)
+    listener = handoff.Listener(json.dumps(payload).encode(), cert, key, cfg.claim)
+    address = _local_address(payload)
+    payload.clear()  # from here on only the listener process holds the secret
+    try:
+        offer = handoff.offer(listener, cert, address)
+        out.claim_open(offer, handoff.commands(offer), cfg.claim.ttl, _warnings(cfg, offer))
+        outcome = _wait(listener, out, offer)
+    except (KeyboardInterrupt, Interrupted):
+        outcome = listener.cancel()
+    except BaseException:
+        listener.cancel()
+        raise
+    if outcome.status == "claimed":
+        client.finish_handout(handout, delivered=True, to=f"claim from {outcome.peer}")
+        out.claimed(outcome.peer or "?", outcome.at or time.time())
+        return EXIT_OK
+    why = CLAIM_WHY[outcome.status]
+    if outcome.status == "burned":
+        why += f" after {outcome.attempts} wrong codes (last from {outcome.peer})"
+    return _abandon(client, out, handout, why, CLAIM_EXIT[outcome.status])
+
+
+def _wait(listener: handoff.Listener, out: Reporter, offer: handoff.Offer) -> claim.Outcome:
+    while True:
+        outcome = listener.poll(1.0)
+        if outcome:
+            return outcome
+        out.countdown(offer.expires_at - time.time())
+
+
+def _local_address(payload: Dict[str, Any]) -> str:
+    mine = [n for n in payload.get("nodes", []) if n["name"] == payload.get("node")]
+    return mine[0]["address"] if mine else str(payload.get("node"))
+
+
+def _warnings(cfg: config.Config, offer: handoff.Offer) -> List[str]:
+    nodename = str(Path(cfg.node.pve_dir, "local").resolve().name)
+    if not node.firewall_enabled(cfg.node.pve_dir, nodename):
+        return []
+    source = f" --source {','.join(cfg.claim.allow)}" if cfg.claim.allow else ""
+    return [f"the Proxmox firewall is on and drops port {offer.port} unless a rule allows it; "
+            f"allow the monitoring host with: pvesh create /nodes/{nodename}/firewall/rules "
+            f"--type in --action ACCEPT --proto tcp --dport {offer.port}{source} --enable 1 "
+            "--comment 'pvemond claim'"]
+
+
+def _abandon(client: Client, out: Reporter, handout: str, why: str, rc: int = EXIT_ERROR) -> int:
+    revoked = client.finish_handout(handout, delivered=False, to=why)
+    word = "revoked" if revoked.get("revoked") else "already gone"
+    return out.fail("not_delivered", f"{why}; the token was {word}", rc)
 
 
 def _what(exc: BaseException) -> str:
@@ -123,48 +211,6 @@ def _what(exc: BaseException) -> str:
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
-
-
-class Reporter:
-    """Progress for people on stderr, or JSON events on stdout; the deliberate output on stdout."""
-
-    def __init__(self, as_json: bool):
-        self.as_json = as_json
-
-    def _emit(self, event: str, **fields: Any) -> None:
-        print(json.dumps({"event": event, **fields}, sort_keys=True), flush=True)
-
-    def step(self, step: Dict[str, Any], word: str) -> None:
-        if self.as_json:
-            return self._emit("step", result=word, **step)
-        dots = "." * max(3, WIDTH - len(step["subject"]) - len(word) - 4)
-        print(f"  {step['subject']} {dots} {word}", file=sys.stderr)
-        for finding in step["findings"] if step["change"] == "repair" else ():
-            print(f"      - {finding}", file=sys.stderr)
-
-    def verified(self, token_id: str, privs: List[str]) -> None:
-        if self.as_json:
-            return self._emit("verified", token_id=token_id, privileges=privs)
-        print(f"  verified: {token_id} holds {', '.join(privs)} and pveproxy accepts it",
-              file=sys.stderr)
-
-    def note(self, text: str) -> None:
-        if self.as_json:
-            return self._emit("note", text=text)
-        print(f"  {text}", file=sys.stderr)
-
-    def deliver(self, text: str) -> None:
-        if self.as_json:
-            return self._emit("delivered", output=text)
-        sys.stdout.write(text)
-        sys.stdout.flush()
-
-    def fail(self, code: str, detail: str, rc: int) -> int:
-        if self.as_json:
-            self._emit("error", error=code, detail=detail)
-        else:
-            print(f"pvemond-bootstrap: {detail}", file=sys.stderr)
-        return rc
 
 
 if __name__ == "__main__":

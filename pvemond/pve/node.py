@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, FrozenSet, List, Optional, Tuple
@@ -149,3 +150,33 @@ def _resolve(name: str) -> Optional[str]:
         return None
     addrs = [i[4][0] for i in infos if not ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback]
     return addrs[0] if addrs else None
+
+
+def firewall_enabled(pve_dir: str, nodename: str) -> bool:
+    """Whether the Proxmox firewall filters this node: datacenter `enable` on (cluster.fw) and the
+    host not opted out (host.fw `enable: 0`). pve-firewall must also run; not checked here."""
+    cluster = _fw_options(Path(pve_dir) / "firewall" / "cluster.fw")
+    host = _fw_options(Path(pve_dir) / "nodes" / nodename / "host.fw")
+    return _fw_on(cluster.get("enable", "0")) and host.get("enable", "1") != "0"
+
+
+def _fw_on(value: str) -> bool:
+    """`enable` above 1 is an epoch stamp, on for 60 s only (pve-firewall's own quirk)."""
+    n = int(value) if value.isdigit() else 0
+    return n == 1 or (n > 1 and time.time() - n < 60)
+
+
+def _fw_options(path: Path) -> Dict[str, str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    options, section = {}, ""
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("["):
+            section = line.lower()
+        elif section == "[options]" and ":" in line:
+            key, _, value = line.partition(":")
+            options[key.strip()] = value.strip()
+    return options

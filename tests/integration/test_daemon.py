@@ -66,7 +66,7 @@ def test_dry_run(daemon, node, bootstrap):
     node.clear_calls()
     r = bootstrap("--dry-run")
     assert r.returncode == 0, r.stderr
-    assert r.stderr.count("would create") == 3 and r.stdout == ""
+    assert r.stderr.count("would create") == 4 and r.stdout == ""
     assert node.calls() == []
 
 

@@ -1,0 +1,74 @@
+"""The claim hand-off end to end on loopback: bootstrap in claim mode, pvemond-claim redeems.
+(The same across two network namespaces is in tests/network.)"""
+from __future__ import annotations
+
+import signal
+import socket
+import stat
+
+import pytest
+import yaml
+
+from harness import Bootstrap, run_cli
+from pvemond.client import Client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def claim_args():
+    return ["--listen", "127.0.0.1", "--port", str(free_port()), "--ttl", "60"]
+
+
+def test_claim_writes_the_config_and_keeps_the_token(daemon, node, config, claim_args, tmp_path):
+    b = Bootstrap(config, *claim_args)
+    offer = b.wait_for("claim_open")
+    out = tmp_path / "pve.yml"
+    r = run_cli("claim", f"127.0.0.1:{offer['port']}", offer["code"], "--pin", offer["pin"],
+                "--format", "pve-exporter", "-o", str(out), config=config)
+    assert r.returncode == 0, r.stderr
+    assert b.finish() == 0, b.stderr
+    assert b.events[-1]["event"] == "claimed" and b.events[-1]["peer"] == "127.0.0.1"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    module = yaml.safe_load(out.read_text())["pve1"]
+    assert module["token_name"] == "monitoring" and len(module["token_value"]) == 36
+    assert "monitoring@pve!monitoring" in node.user_cfg()
+    tokens = {t["name"]: t for t in Client(str(daemon.socket)).tokens()["tokens"]}
+    assert tokens["monitoring"]["delivered_to"] == "claim from 127.0.0.1"
+
+
+def test_ctrl_c_and_sigterm_revoke(daemon, node, config, claim_args):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        b = Bootstrap(config, *claim_args)
+        b.wait_for("claim_open")
+        assert "monitoring@pve!monitoring" in node.user_cfg()
+        b.signal(sig)
+        assert b.finish() == 6, b.stderr
+        assert b.events[-1]["event"] == "error" and "cancelled" in b.events[-1]["detail"]
+        assert "revoked" in b.events[-1]["detail"]
+        assert "monitoring@pve!monitoring" not in node.user_cfg()
+
+
+def test_expiry_revokes(daemon, node, config):
+    b = Bootstrap(config, "--listen", "127.0.0.1", "--port", str(free_port()), "--ttl", "30")
+    b.wait_for("claim_open")
+    assert b.finish(timeout=60) == 4
+    assert "expired" in b.events[-1]["detail"] and "revoked" in b.events[-1]["detail"]
+    assert "monitoring@pve!monitoring" not in node.user_cfg()
+
+
+def test_firewall_warning_names_the_rule(daemon, node, config, claim_args):
+    fw = node.pve_dir / "firewall"
+    fw.mkdir(exist_ok=True)
+    (fw / "cluster.fw").write_text("[OPTIONS]\n\nenable: 1\n")
+    b = Bootstrap(config, *claim_args, "--allow", "192.0.2.20")
+    offer = b.wait_for("claim_open")
+    b.signal(signal.SIGTERM)
+    b.finish()
+    assert any(f"pvesh create /nodes/pve1/firewall/rules --type in --action ACCEPT --proto tcp "
+               f"--dport {offer['port']} --source 192.0.2.20 --enable 1" in w
+               for w in offer["warnings"])
