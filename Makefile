@@ -41,10 +41,10 @@ test-pypi:
 	env PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV_PY) -m pytest $(PYTEST_ARGS)
 
 demo: deps
-	env PATH=/usr/sbin:/usr/bin:/sbin:/bin $(DEBIAN_PY) -m tests.demo
+	env PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=$(CURDIR):$(CURDIR)/tests $(DEBIAN_PY) tests/demo.py
 
 bench: deps
-	env PATH=/usr/sbin:/usr/bin:/sbin:/bin $(DEBIAN_PY) -m tests.bench
+	env PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=$(CURDIR):$(CURDIR)/tests $(DEBIAN_PY) tests/bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

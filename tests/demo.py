@@ -1,66 +1,78 @@
 """`make demo`: the whole flow on a simulated Proxmox VE node, with the real daemon under gunicorn.
 
-Everything lives in a temporary directory and is removed at the end.
+The node and the monitoring host are two network namespaces joined by a virtual cable; the token
+secret crosses it once, through a claim code. Everything is removed at the end.
 """
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from harness import Daemon, run_cli, write_config
-from pvesim.node import SimNode
+from harness import (MON_IP, NODE_IP, Bootstrap, Daemon, cli, env_for, proxy_on, run_cli,
+                     two_hosts, write_config)
+from pvesim.testing import make_node
+
+BOLD, OFF = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
 
 
 def say(text: str) -> None:
-    print(f"\n\033[1m== {text}\033[0m", flush=True)
+    print(f"\n{BOLD}== {text}{OFF}", flush=True)
 
 
-def show(cmd: str, result) -> None:
-    print(f"root@pve1:~# {cmd}")
+def show(prompt: str, cmd: str, result) -> None:
+    print(f"{prompt}# {cmd}")
     sys.stdout.write(result.stderr + result.stdout)
     if result.returncode:
         print(f"(exit {result.returncode})")
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="pvemond-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pvemond-demo-") as tmp, two_hosts() as hosts:
         work = Path(tmp)
-        say("a simulated Proxmox VE 9 node: pveum, pveproxy on HTTPS, /etc/pve")
-        node = SimNode.create(work / "node", pve=9, ca_bits=2048)
-        node.set(auth_fail_delay=0.0)
-        with node.start_proxy() as proxy:
-            config = write_config(work / "pvemond.yaml", node, proxy.url, work,
-                                  daemon={"log_level": "info"})
-            print(f"node {node.nodename}, pveproxy stand-in at {proxy.url}")
-            with Daemon(config, work / "pvemond.log"):
-                print("pvemond daemon running under gunicorn on a root-only unix socket")
-                return flow(config, node, work)
+        say(f"a simulated Proxmox VE 9 node pve1 ({NODE_IP}) and a monitoring host ({MON_IP})")
+        node = make_node(work / "node", pve=9, ip=NODE_IP)
+        node.set(auth_fail_delay=0.0, storages=[{"storage": "local", "node": "pve1"}],
+                 guests=[{"vmid": 100, "name": "web", "type": "qemu", "node": "pve1"}])
+        with proxy_on(hosts["node"], node.root) as proxy:
+            config = write_config(work / "pvemond.yaml", node, proxy, work,
+                                  daemon={"log_level": "warning"}, claim={"ttl": 120})
+            with Daemon(config, work / "pvemond.log", prefix=hosts["node"]):
+                print("pveproxy stand-in on :8006, pvemond under gunicorn on a root-only socket")
+                return flow(config, node, hosts, work)
 
 
-def flow(config: Path, node, work: Path) -> int:
-    say("what would change (nothing is written)")
-    show("pvemond-bootstrap --dry-run", run_cli("bootstrap", "--dry-run", config=config))
-    say("the first run creates the monitoring access and mints a token")
-    out = work / "prometheus" / "pve.yml"
+def flow(config: Path, node, hosts, work: Path) -> int:
+    say("on the node: what would change (nothing is written)")
+    show("root@pve1:~", "pvemond-bootstrap --dry-run",
+         run_cli("bootstrap", "--dry-run", config=config, prefix=hosts["node"]))
+    say("on the node: converge, mint, verify, and offer the secret once through a claim code")
+    print("root@pve1:~# pvemond-bootstrap")
+    boot = Bootstrap(config, prefix=hosts["node"])
+    offer = boot.wait_for("claim_open")
+    print(f"  claim code  {offer['code']}   single use\n  pin         {offer['pin']}")
+    say("on the monitoring host: redeem the code over pinned TLS, write pve.yml, check it")
+    out = work / "monitoring" / "pve.yml"
     out.parent.mkdir()
-    first = run_cli("bootstrap", "--format", "pve-exporter", "-o", str(out), config=config)
-    show(f"pvemond-bootstrap --format pve-exporter -o {out.name}", first)
-    print(out.read_text().replace(_secret_of(out), "<secret, shown once>"))
+    claim = subprocess.run(cli("claim", f"{NODE_IP}:8116", offer["code"], "--pin", offer["pin"],
+                               "--format", "pve-exporter", "-o", str(out), "--check",
+                               prefix=hosts["mon"]), env=env_for(config), capture_output=True,
+                           text=True, timeout=60)
+    show("root@monitoring:~", f"pvemond-claim {NODE_IP}:8116 {offer['code']} --pin sha256:… "
+         "--format pve-exporter -o pve.yml --check", claim)
+    rc = boot.finish()
+    say("back on the node, bootstrap reports")
+    sys.stdout.write(boot.stderr)
+    for e in boot.events:
+        if e["event"] in ("step", "verified", "claimed"):
+            print(f"  {e['event']}: {e.get('subject', '')} {e.get('result', e.get('peer', ''))}")
     say("what pveum wrote to /etc/pve/user.cfg")
     print(node.user_cfg())
-    say("someone disables the user; the next run names it and repairs it")
-    node.run_pveum("user", "modify", "monitoring@pve", "--enable", "0")
-    again = run_cli("bootstrap", "--format", "pve-exporter", "-o", str(out), config=config)
-    show("pvemond-bootstrap --format pve-exporter -o pve.yml", again)
-    calls = node.calls()
-    print(f"\npveum calls in total: {len(calls)}")
-    return first.returncode or again.returncode
-
-
-def _secret_of(path: Path) -> str:
-    line = next(ln for ln in path.read_text().splitlines() if "token_value" in ln)
-    return line.split(":", 1)[1].strip().strip('"')
+    say("the written pve.yml (secret masked)")
+    print("\n".join(ln if "token_value" not in ln else "  token_value: <secret>"
+                    for ln in out.read_text().splitlines()))
+    return rc or claim.returncode
 
 
 if __name__ == "__main__":

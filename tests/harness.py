@@ -2,14 +2,16 @@
 unix socket, configured against a simulated node, and the commands run as subprocesses."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import yaml
 
@@ -142,3 +144,50 @@ class Bootstrap:
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
+
+
+NODE_IP, MON_IP, OTHER_IP = "192.0.2.10", "192.0.2.20", "192.0.2.30"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def two_hosts() -> Iterator[Dict[str, List[str]]]:
+    """The node (192.0.2.10) and the monitoring host (192.0.2.20 and .30) in two network
+    namespaces joined by a veth pair; yields the command prefix that runs a program on each."""
+    tag = uuid.uuid4().hex[:6]
+    node_ns, mon_ns = f"pvm-node-{tag}", f"pvm-mon-{tag}"
+    try:
+        for ns in (node_ns, mon_ns):
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("link", "add", f"vn{tag}", "netns", node_ns, "type", "veth", "peer", "name",
+            f"vm{tag}", "netns", mon_ns)
+        _ip("-n", node_ns, "addr", "add", f"{NODE_IP}/24", "dev", f"vn{tag}")
+        for addr in (MON_IP, OTHER_IP):
+            _ip("-n", mon_ns, "addr", "add", f"{addr}/24", "dev", f"vm{tag}")
+        _ip("-n", node_ns, "link", "set", f"vn{tag}", "up")
+        _ip("-n", mon_ns, "link", "set", f"vm{tag}", "up")
+        yield {"node": ["ip", "netns", "exec", node_ns], "mon": ["ip", "netns", "exec", mon_ns]}
+    finally:
+        for ns in (node_ns, mon_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@contextlib.contextmanager
+def proxy_on(prefix: List[str], root: Path) -> Iterator[str]:
+    """The pveproxy stand-in on port 8006 inside a namespace; yields its loopback URL."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "tests"))
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "pvesim", "proxy", str(root),
+                             "--listen", "0.0.0.0:8006"], stdout=subprocess.PIPE, text=True,
+                            env=env, stderr=subprocess.DEVNULL)
+    try:
+        url = proc.stdout.readline().strip()
+        if not url.startswith("https://"):
+            raise RuntimeError(f"the pveproxy stand-in did not start: {url!r}")
+        yield url.replace("0.0.0.0", "127.0.0.1")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -2,43 +2,18 @@
 pair (documentation addresses, inside the namespaces only). Needs root and iproute2."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import uuid
 
 import pytest
 
-from harness import REPO, Daemon, env_for, write_config
+from harness import NODE_IP, REPO, Daemon, env_for, proxy_on, two_hosts, write_config
 from pvesim.testing import make_node
-
-NODE_IP, MON_IP, OTHER_IP = "192.0.2.10", "192.0.2.20", "192.0.2.30"
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
 @pytest.fixture
 def hosts():
-    """Two namespaces: node (192.0.2.10) and mon (192.0.2.20, plus .30 for --allow tests)."""
-    tag = uuid.uuid4().hex[:6]
-    node_ns, mon_ns = f"pvm-node-{tag}", f"pvm-mon-{tag}"
-    for ns in (node_ns, mon_ns):
-        ip("netns", "add", ns)
-        ip("-n", ns, "link", "set", "lo", "up")
-    ip("link", "add", f"vn{tag}", "netns", node_ns, "type", "veth", "peer", "name", f"vm{tag}",
-       "netns", mon_ns)
-    ip("-n", node_ns, "addr", "add", f"{NODE_IP}/24", "dev", f"vn{tag}")
-    ip("-n", mon_ns, "addr", "add", f"{MON_IP}/24", "dev", f"vm{tag}")
-    ip("-n", mon_ns, "addr", "add", f"{OTHER_IP}/24", "dev", f"vm{tag}")
-    ip("-n", node_ns, "link", "set", f"vn{tag}", "up")
-    ip("-n", mon_ns, "link", "set", f"vm{tag}", "up")
-    try:
-        yield {"node": ["ip", "netns", "exec", node_ns], "mon": ["ip", "netns", "exec", mon_ns]}
-    finally:
-        for ns in (node_ns, mon_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    with two_hosts() as h:
+        yield h
 
 
 @pytest.fixture
@@ -51,16 +26,8 @@ def node(tmp_path):
 
 @pytest.fixture
 def proxy(hosts, node):
-    """The pveproxy stand-in on the node's port 8006, inside the node namespace."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "tests"))
-    proc = subprocess.Popen([*hosts["node"], sys.executable, "-m", "pvesim", "proxy",
-                             str(node.root), "--listen", "0.0.0.0:8006"],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    url = proc.stdout.readline().strip()
-    assert url.startswith("https://"), url
-    yield url.replace("0.0.0.0", "127.0.0.1")
-    proc.terminate()
-    proc.wait(timeout=10)
+    with proxy_on(hosts["node"], node.root) as url:
+        yield url
 
 
 @pytest.fixture

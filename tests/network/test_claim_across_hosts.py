@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
-import ssl
 import sys
-import threading
 import time
 
 import yaml
 
-from conftest import MON_IP, NODE_IP, OTHER_IP, run_on
-from harness import Bootstrap
+from conftest import run_on
+from harness import MON_IP, NODE_IP, OTHER_IP, Bootstrap
+
 
 PORT = "8116"
 
