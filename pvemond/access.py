@@ -211,9 +211,15 @@ def _date(epoch: int) -> str:
 
 @dataclass
 class Capabilities:
-    """What this node's pveum can do, learned by trying (never guessed from the PVE version)."""
+    """What this node's pveum can do, learned by trying, not guessed from the PVE version: a PVE 9
+    node may or may not have libpve-access-control >= 9.1.0. Only the absence is certain on PVE 8,
+    whose access-control stays 8.x, so there the probe (one wasted pveum run) is skipped."""
 
     regenerate: Optional[bool] = None
+
+    def know_version(self, version: Optional[PveVersion]) -> None:
+        if self.regenerate is None and version is not None and version.major <= 8:
+            self.regenerate = False
 
 
 @dataclass

@@ -233,7 +233,7 @@ class NodeService:
         return f
 
     def _plan(self, d: access.Desired, mint: bool) -> access.Plan:
-        self._require_writable(d)
+        self.caps.know_version(self._require_writable(d).version)
         state = usercfg.read(self.cfg.node.pve_dir)
         return access.plan(state, d, mint=mint, now=self.clock())
 

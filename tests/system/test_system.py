@@ -1,0 +1,347 @@
+"""System ring: the built .deb, installed with apt from the signed repository into booted Debian 12
+(PVE 8's base) and Debian 13 (PVE 9's base) containers, run by systemd with its hardening, driven
+through a simulated Proxmox VE node, then removed and purged; plus piuparts.
+
+One container per suite walks through the steps in order (TestNode); a failed step fails the
+steps after it at once. Secrets printed by pvemond-bootstrap are never shown in a failure.
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Set
+
+import pytest
+
+import debroot
+from debroot import SUITES, Container, SystemRingError
+
+pytestmark = pytest.mark.system
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+REPO_IN = "/srv/pvemond-repo"          # where the repository is bind-mounted (read-only)
+PVESIM_IN = "/opt/pvesim-src"          # PYTHONPATH of the simulator inside the container
+SOCKET = "/run/pvemond/pvemond.sock"
+# Used only when README.md has no "## Install" section yet; keep it equal to that section.
+README_FALLBACK = f"""\
+install -D -m 0644 {REPO_IN}/pvemond-archive-keyring.gpg /etc/apt/keyrings/pvemond.gpg
+echo "deb [signed-by=/etc/apt/keyrings/pvemond.gpg] file:{REPO_IN} ./" > /etc/apt/sources.list.d/pvemond.list
+apt update
+apt install pvemond
+"""
+CLIENT_MODULES = {"__init__.py", "cli/__init__.py", "cli/claim.py", "formats.py", "files.py",
+                  "tlspin.py", "names.py", "pve/__init__.py", "pve/api.py"}
+HEALTH = r"""
+import http.client, json, socket, sys
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(10)
+        self.sock.connect(sys.argv[1])
+conn = Unix("localhost")
+conn.request("GET", "/v1/health")
+resp = conn.getresponse()
+print(json.dumps({"status": resp.status, "body": json.loads(resp.read())}))
+"""
+
+
+def readme_install_lines() -> List[str]:
+    """The shell lines of README.md's "## Install" block (the fallback while it has none)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = re.search(r"^## Install\b(.*?)(?=^## |\Z)", text, re.M | re.S)
+    m = section and re.search(r"^```[a-z]*\n(.*?)^```", section.group(1), re.M | re.S)
+    block = m.group(1) if m else README_FALLBACK
+    if not m:
+        print("README.md has no '## Install' section yet: using the fallback text in test_system.py")
+    lines = [ln.strip() for ln in block.splitlines()]
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def free_port(preferred: int = 8006) -> int:
+    """`preferred` if nothing listens there (the container shares this host's network), else any."""
+    for port in (preferred, 0):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return s.getsockname()[1]
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise SystemRingError("no free loopback port")
+
+
+def wait_listening(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemRingError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
+
+
+def redacted(text: str, *secrets: Optional[str]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "<secret>")
+    return re.sub(r'("secret"\s*:\s*)"[^"]*"', r'\1"<secret>"', text)
+
+
+class Node:
+    """A booted container plus what the steps learn about it."""
+
+    def __init__(self, suite: str, container: Container):
+        self.suite, self.c = suite, container
+        self.pve = SUITES[suite]
+        self.secrets: List[str] = []
+        self.port: Optional[int] = None
+        self.before: Set[str] = set()
+
+    def sh(self, script: str, **kw):
+        return self.c.sh(script, **kw)
+
+    def installed(self) -> Set[str]:
+        out = self.sh("dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n'").stdout
+        return {ln.split()[0] for ln in out.splitlines() if len(ln.split()) > 1 and ln.split()[1] == "ii"}
+
+    def health(self) -> Dict:
+        out = self.c.exec(["python3", "-c", HEALTH, SOCKET], timeout=30).stdout
+        return json.loads(out)
+
+    def show(self, *props: str) -> Dict[str, str]:
+        out = self.sh(f"systemctl show -p {','.join(props)} pvemond").stdout
+        return dict(ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
+
+    def bootstrap(self, *args: str) -> Dict:
+        proc = self.c.exec(["pvemond-bootstrap", *args], timeout=120, check=False)
+        if proc.returncode != 0:
+            pytest.fail(f"pvemond-bootstrap {' '.join(args)} exited {proc.returncode}:\n"
+                        f"{redacted(proc.stderr)}\n{redacted(proc.stdout)[-2000:]}", pytrace=False)
+        return {"stdout": proc.stdout, "stderr": proc.stderr}
+
+    def secret_nowhere(self, secret: str) -> None:
+        """The secret is in neither the journal nor pvemond's state (checked inside, via stdin)."""
+        found = self.c.exec(["/bin/sh", "-c", "journalctl --no-pager -o cat | grep -cF -f - ; "
+                             "grep -rlF -f /dev/stdin /var/lib/pvemond || true"],
+                            input=secret + "\n", timeout=60, check=False).stdout.split()
+        assert found[:1] == ["0"] and len(found) == 1, \
+            "the token secret appears in the journal or in /var/lib/pvemond"
+
+
+@pytest.fixture(scope="class")
+def node(request, suite: str, repo: Path):
+    base = debroot.base(suite)
+    name = f"pvemond-ci-{suite}"
+    log = REPO_ROOT / "build" / "system" / f"{suite}.console"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with Container(base, name, binds=[f"{repo}:{REPO_IN}"], log_path=log) as c:
+        debroot.log(f"{suite}: booted in {time.monotonic() - started:.1f} s")
+        yield Node(suite, c)
+    debroot.log(f"{suite}: container done in {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.incremental
+@pytest.mark.parametrize("suite", list(SUITES), scope="class")
+class TestNode:
+    def test_boots_under_systemd(self, node: Node):
+        assert node.sh("systemctl is-system-running").stdout.strip() in ("running", "degraded")
+        release = node.sh(". /etc/os-release && echo $VERSION_CODENAME").stdout.strip()
+        assert release == node.suite
+        node.before = node.installed()
+        assert not {p for p in node.before if p.startswith("pvemond")}
+
+    def test_apt_source_as_the_readme_says(self, node: Node):
+        for line in readme_install_lines():
+            if re.match(r"^(sudo\s+)?apt(-get)?\s", line):
+                continue  # apt update / apt install: done below with -y, as a script must
+            node.sh(line)
+        update = node.sh("apt-get update 2>&1")
+        assert f"file:{REPO_IN} ./ InRelease" in update.stdout, update.stdout
+        problems = [ln for ln in update.stdout.splitlines() if re.match(r"^(W|E|Err):", ln)]
+        assert not problems, f"apt-get update complained: {problems}"
+        policy = node.sh("apt-cache policy pvemond pvemond-client").stdout
+        assert policy.count(f"file:{REPO_IN} ./ Packages") == 2, policy
+
+    def test_client_alone_needs_only_python3(self, node: Node):
+        sim = node.sh("apt-get install -s pvemond-client").stdout
+        assert re.findall(r"^Inst (\S+)", sim, re.M) == ["pvemond-client"], sim
+        node.sh("apt-get install -y pvemond-client")
+        files = node.sh("dpkg -L pvemond-client").stdout.split()
+        prefix = "/usr/lib/python3/dist-packages/pvemond/"
+        assert {f[len(prefix):] for f in files if f.startswith(prefix) and f.endswith(".py")} \
+            == CLIENT_MODULES
+        out = node.sh("pvemond-claim --help").stdout
+        assert "claim code" in out
+
+    def test_install_pulls_only_debian_and_ours(self, node: Node):
+        sim = node.sh("apt-get install -s pvemond").stdout
+        inst = re.findall(r"^Inst (\S+) .*?\((\S+) (\S+?)(?::| )", sim, re.M)
+        assert inst and ("pvemond" in [p for p, _, _ in inst]), sim
+        ours = {p for p, _, origin in inst if origin.startswith("pvemond")}
+        foreign = {(p, origin) for p, _, origin in inst
+                   if not origin.startswith("pvemond") and not origin.startswith("Debian")}
+        assert ours == {"pvemond"} and not foreign, sim
+        install = node.sh("apt-get install -y pvemond 2>&1", timeout=300)
+        assert "Setting up pvemond " in install.stdout
+        new = node.installed() - node.before
+        assert new == {p for p, _, _ in inst} | {"pvemond-client"}, sorted(new)
+        # apt-cache policy: every new package's installed version comes from Debian or from us.
+        mirror = debroot.host_mirror()
+        for pkg in sorted(new):
+            pol = node.sh(f"apt-cache policy {pkg}").stdout
+            m = re.search(r"\*\*\* \S+ \d+\n((?:\s+\d+ .*\n)+)", pol + "\n")
+            assert m, pol
+            sources = [s.split()[1] for s in m.group(1).splitlines() if "/var/lib/dpkg/status" not in s]
+            assert sources and all(s in (mirror, f"file:{REPO_IN}") for s in sources), (pkg, pol)
+
+    def test_service_runs_hardened(self, node: Node):
+        assert node.sh("systemctl is-active pvemond").stdout.strip() == "active"
+        assert node.sh("systemctl is-enabled pvemond").stdout.strip() == "enabled"
+        props = node.show("Type", "ProtectSystem", "ProtectHome", "PrivateTmp", "NoNewPrivileges",
+                          "CapabilityBoundingSet", "RestrictAddressFamilies", "ReadWritePaths",
+                          "UMask", "MainPID", "User", "IPAddressDeny", "IPAddressAllow")
+        assert props["Type"] == "notify"
+        assert props["ProtectSystem"] == "strict" and props["ProtectHome"] == "yes"
+        assert props["PrivateTmp"] == "yes" and props["NoNewPrivileges"] == "yes"
+        assert props["CapabilityBoundingSet"] == "" and props["UMask"] == "0077"
+        assert props["User"] in ("", "root")
+        assert set(props["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+        assert props["IPAddressDeny"] in ("0.0.0.0/0 ::/0", "::/0 0.0.0.0/0"), props
+        assert "127.0.0.0/8" in props["IPAddressAllow"] and "::1/128" in props["IPAddressAllow"], props
+        status = node.sh(f"cat /proc/{props['MainPID']}/status").stdout
+        fields = dict(re.findall(r"^(\w+):\s*(.*)$", status, re.M))
+        assert fields["CapEff"] == fields["CapBnd"] == "0000000000000000", fields
+        assert fields["NoNewPrivs"] == "1" and fields["Seccomp"] == "2", fields
+        modes = node.sh(f"stat -c '%a %U %F' {SOCKET} /run/pvemond /var/lib/pvemond").stdout.splitlines()
+        assert modes == ["600 root socket", "700 root directory", "700 root directory"], modes
+        journal = node.sh("journalctl -u pvemond --no-pager -o cat").stdout
+        assert f"Listening at: unix:{SOCKET}" in journal, journal[-2000:]
+        # The unit as installed verifies clean on this suite's own systemd too.
+        unit = node.sh("systemctl show -p FragmentPath --value pvemond").stdout.strip()
+        verify = node.sh(f"systemd-analyze verify --man=no {unit} 2>&1", check=False)
+        assert verify.returncode == 0 and not verify.stdout.strip(), verify.stdout
+        security = node.sh("systemd-analyze security --threshold=50 pvemond 2>&1", check=False)
+        assert security.returncode == 0, security.stdout[-3000:]
+        debroot.log(f"{node.suite}: {security.stdout.strip().splitlines()[-1]}")
+
+    def test_not_a_pve_node_before_the_simulator(self, node: Node):
+        health = node.health()
+        assert health["status"] == 200, health
+        assert health["body"]["pve_node"] is False, health
+        assert "not a Proxmox VE node" in health["body"]["problem"], health
+        proc = node.c.exec(["pvemond-bootstrap"], check=False, timeout=60)
+        assert proc.returncode == 1 and "not a Proxmox VE node" in proc.stderr, \
+            (proc.returncode, redacted(proc.stderr))
+
+    def test_simulated_pve_node(self, node: Node):
+        node.c.put_tree(REPO_ROOT / "tests" / "pvesim", PVESIM_IN)
+        out = node.sh(f"PYTHONPATH={PVESIM_IN} python3 -m pvesim init / --pve {node.pve} "
+                      "--ca-bits 2048", timeout=120).stdout
+        assert f"pve-manager {node.pve}." in out, out
+        # The simulator keeps its call log and lock in /var/lib/pvesim (a real pveum keeps its
+        # lock in /etc/pve/priv/lock): an admin-style drop-in opens that path, nothing else.
+        node.sh("mkdir -p /etc/systemd/system/pvemond.service.d && printf '[Service]\\n"
+                "ReadWritePaths=/var/lib/pvesim\\n' > /etc/systemd/system/pvemond.service.d/pvesim.conf")
+        node.port = free_port(8006)
+        if node.port != 8006:
+            debroot.log(f"{node.suite}: 127.0.0.1:8006 is taken on this host; the proxy uses {node.port}")
+            node.sh(f"sed -i 's|pveproxy_url: https://127.0.0.1:8006|pveproxy_url: "
+                    f"https://127.0.0.1:{node.port}|' /etc/pvemond/pvemond.yaml")
+        node.sh(f"systemd-run --unit=pvesim-proxy --setenv=PYTHONPATH={PVESIM_IN} /usr/bin/python3 "
+                f"-m pvesim proxy / --listen 127.0.0.1:{node.port}")
+        wait_listening(node.port)
+        node.sh("systemctl daemon-reload && systemctl restart pvemond")
+        health = node.health()["body"]
+        assert health["pve_node"] is True and health["problem"] is None, health
+        assert health["pve_version"].startswith(f"{node.pve}."), health
+
+    def test_bootstrap_creates_and_verifies_the_token(self, node: Node):
+        out = node.bootstrap("--format", "json")
+        payload = json.loads(out["stdout"])
+        secret = payload.get("secret")
+        assert secret and payload["token_string"] == f"{payload['token_id']}={secret}"
+        node.secrets.append(secret)
+        assert payload["token_id"] == "monitoring@pve!monitoring" and payload["privsep"] == 0
+        assert {"Datastore.Audit", "SDN.Audit", "Sys.Audit", "VM.Audit"} <= set(payload["privileges"])
+        assert payload["ca_pem"].startswith("-----BEGIN CERTIFICATE-----")
+        cfg = node.sh("cat /etc/pve/user.cfg").stdout.splitlines()
+        assert any(ln.startswith("user:monitoring@pve:1:") for ln in cfg), cfg
+        role = next(ln for ln in cfg if ln.startswith("role:monitoring:"))
+        assert set(role.split(":")[2].split(",")) == {"Datastore.Audit", "SDN.Audit", "Sys.Audit",
+                                                      "VM.Audit"}, role
+        acl = next(ln for ln in cfg if ln.startswith("acl:1:/:"))
+        assert "monitoring@pve" in acl and ":monitoring:" in acl, acl
+        assert any(ln.startswith("token:monitoring@pve!monitoring:") for ln in cfg), cfg
+        node.secret_nowhere(secret)
+
+    def test_survives_restart_and_converges(self, node: Node):
+        node.sh("systemctl restart pvemond")
+        assert node.sh("systemctl is-active pvemond").stdout.strip() == "active"
+        out = node.bootstrap("--json", "--format", "json")
+        events = [json.loads(ln) for ln in out["stdout"].splitlines() if ln.startswith("{")]
+        steps = [e for e in events if e.get("event") == "step"]
+        assert steps and all(s["change"] == "ok" for s in steps if s["part"] != "token"), \
+            [(s["part"], s["change"]) for s in steps]
+        delivered = next(e for e in events if e.get("event") == "delivered")
+        secret = json.loads(delivered["output"])["secret"]
+        assert secret and secret not in node.secrets, "the second run must mint a new secret"
+        node.secrets.append(secret)
+        node.secret_nowhere(secret)
+
+    def test_remove_keeps_the_configuration(self, node: Node):
+        node.sh("apt-get remove -y pvemond", timeout=120)
+        status = node.sh("dpkg-query -W -f='${db:Status-Abbrev}' pvemond").stdout.strip()
+        assert status == "rc", status
+        assert node.sh("test -f /etc/pvemond/pvemond.yaml", check=False).returncode == 0
+        assert node.sh("systemctl is-active pvemond", check=False).stdout.strip() != "active"
+        assert node.sh("test -e /lib/systemd/system/pvemond.service || "
+                       "test -e /usr/lib/systemd/system/pvemond.service", check=False).returncode != 0
+
+    def test_purge_leaves_nothing(self, node: Node):
+        purge = node.sh("apt-get purge -y pvemond 2>&1", timeout=120).stdout
+        assert "left in place" in purge and "pveum user delete monitoring@pve" in purge, purge
+        gone = ["/etc/pvemond", "/var/lib/pvemond", "/run/pvemond", "/usr/bin/pvemond-bootstrap",
+                "/lib/systemd/system/pvemond.service", "/usr/lib/systemd/system/pvemond.service",
+                "/etc/systemd/system/multi-user.target.wants/pvemond.service",
+                "/var/lib/systemd/deb-systemd-helper-enabled/pvemond.service.dsh-also",
+                "/var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/pvemond.service"]
+        left = node.sh("for p in " + " ".join(gone) + "; do [ ! -e $p ] || echo $p; done").stdout
+        assert not left.strip(), f"left behind after purge: {left.split()}"
+        # What stays in dist-packages/pvemond now is exactly pvemond-client's share.
+        site = "/usr/lib/python3/dist-packages/pvemond"
+        rest = node.sh(f"cd {site} && find . -name '*.py' | sed 's|^./||'").stdout.split()
+        assert set(rest) == CLIENT_MODULES, sorted(rest)
+        node.sh("apt-get purge -y pvemond-client", timeout=120)
+        left = node.sh(f"for p in {site} /usr/bin/pvemond-claim; do [ ! -e $p ] || echo $p; done; "
+                       "dpkg -l 'pvemond*' 2>/dev/null | grep -E '^(ii|rc)' || true").stdout
+        assert not left.strip(), f"left behind after purging pvemond-client: {left}"
+
+
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_piuparts(suite: str, repo: Path):
+    """piuparts: install, remove, purge in a fresh chroot; no leftovers, no errors."""
+    mirror = debroot.host_mirror()
+    debs = [str(p) for p in sorted(repo.glob("*.deb"))]
+    cache = debroot.CACHE / f"piuparts-{suite}.tgz"
+    args = ["piuparts", "--distribution", suite, "--mirror", f"{mirror} main"]
+    if suite != "bookworm":
+        # bookworm's piuparts leaves this debconf temp dir in a trixie chroot (debian.md).
+        args += ["-i", "/var/cache/debconf/tmp.ci/"]
+    with debroot._locked(debroot.CACHE / f"piuparts-{suite}.lock"):
+        if cache.exists():
+            ok = debroot.run(["tar", "-tzf", str(cache)], timeout=120, check=False).returncode == 0
+            if not ok:
+                debroot.log(f"piuparts {suite}: cached base {cache} is broken, rebuilding")
+                cache.unlink()
+        args += ["--basetgz", str(cache)] if cache.exists() else ["--save", str(cache)]
+        started = time.monotonic()
+        proc = debroot.run(args + debs, timeout=600, check=False)
+    debroot.log(f"piuparts {suite}: {time.monotonic() - started:.0f} s, exit {proc.returncode}")
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+    assert proc.returncode == 0, f"piuparts on {suite} failed:\n{tail}"
+    assert "PASS: All tests." in proc.stdout + proc.stderr, tail
