@@ -109,6 +109,12 @@ def run_cli(module: str, *args: str, config: Path, input: Optional[str] = None,
                           timeout=timeout, cwd=REPO, **kwargs)
 
 
+def run_on(prefix: List[str], *cmd: str, config: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a command on one of the two hosts (see two_hosts) with pvemond's environment."""
+    return subprocess.run([*prefix, *cmd], env=env_for(config), capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
 class Bootstrap:
     """pvemond-bootstrap in claim mode, running in the background with --json events."""
 

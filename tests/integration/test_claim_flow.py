@@ -2,6 +2,7 @@
 (The same across two network namespaces is in tests/network.)"""
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import stat
@@ -39,6 +40,13 @@ def test_claim_writes_the_config_and_keeps_the_token(daemon, node, config, claim
     assert "monitoring@pve!monitoring" in node.user_cfg()
     tokens = {t["name"]: t for t in Client(str(daemon.socket)).tokens()["tokens"]}
     assert tokens["monitoring"]["delivered_to"] == "claim from 127.0.0.1"
+    # The secret is in the chosen output and PVE's own token.cfg; no log, no other file.
+    secret = module["token_value"].encode()
+    daemon.stop()
+    token_cfg = node.pve_dir / "priv" / "token.cfg"
+    holders = [p for p in tmp_path.rglob("*") if p.is_file() and secret in p.read_bytes()]
+    assert sorted(holders) == sorted([out, token_cfg])
+    assert secret.decode() not in r.stderr + r.stdout + b.stderr + json.dumps(b.events)
 
 
 def test_ctrl_c_and_sigterm_revoke(daemon, node, config, claim_args):

@@ -2,11 +2,9 @@
 pair (documentation addresses, inside the namespaces only). Needs root and iproute2."""
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from harness import NODE_IP, REPO, Daemon, env_for, proxy_on, two_hosts, write_config
+from harness import NODE_IP, Daemon, proxy_on, two_hosts, write_config
 from pvesim.testing import make_node
 
 
@@ -40,8 +38,3 @@ def config(tmp_path, node, proxy):
 def daemon(tmp_path, hosts, config):
     with Daemon(config, tmp_path / "daemon.log", prefix=hosts["node"]) as d:
         yield d
-
-
-def run_on(prefix, *cmd: str, config, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*prefix, *cmd], env=env_for(config), capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)

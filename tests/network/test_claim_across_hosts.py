@@ -10,8 +10,7 @@ import time
 
 import yaml
 
-from conftest import run_on
-from harness import MON_IP, NODE_IP, OTHER_IP, Bootstrap
+from harness import MON_IP, NODE_IP, OTHER_IP, Bootstrap, run_on
 
 
 PORT = "8116"

@@ -47,6 +47,33 @@ resp = conn.getresponse()
 print(json.dumps({"status": resp.status, "body": json.loads(resp.read())}))
 """
 
+# What pveum does on a node, at the system-call level (see the test using it).
+PERL_PROBE = r"""
+use strict;
+use warnings;
+use Fcntl;
+use Socket;
+die "probe: not uid 0\n" if $> != 0;
+mkdir "/etc/pve/priv/lock" unless -d "/etc/pve/priv/lock";
+mkdir "/etc/pve/priv/lock/file-probe" or die "probe: cfs lock mkdir: $!\n";
+rmdir "/etc/pve/priv/lock/file-probe" or die "probe: cfs unlock: $!\n";
+my $tmp = "/etc/pve/priv/probe.cfg.tmp.$$";
+sysopen(my $fh, $tmp, O_WRONLY | O_CREAT | O_EXCL, 0600) or die "probe: write /etc/pve/priv: $!\n";
+print $fh "probe\n";
+close($fh) or die "probe: close: $!\n";
+rename($tmp, "/etc/pve/priv/probe.cfg") or die "probe: rename: $!\n";
+unlink("/etc/pve/priv/probe.cfg") or die "probe: unlink: $!\n";
+sysopen(my $rb, "/dev/shm/qb-pvemond-probe-data", O_RDWR) or die "probe: /dev/shm ring buffer: $!\n";
+close($rb);
+socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "probe: socket: $!\n";
+connect($s, pack_sockaddr_un("\0pvemond-probe")) or die "probe: abstract socket (pmxcfs IPC): $!\n";
+send($s, "x", 0);
+close($s);
+socket(my $log, AF_UNIX, SOCK_DGRAM, 0) or die "probe: socket: $!\n";
+connect($log, pack_sockaddr_un("/dev/log")) or die "probe: /dev/log: $!\n";
+print "probe: all done\n";
+"""
+
 
 def readme_install_lines() -> List[str]:
     """The shell lines of README.md's "## Install" block (the fallback while it has none)."""
@@ -203,11 +230,12 @@ class TestNode:
         assert node.sh("systemctl is-active pvemond").stdout.strip() == "active"
         assert node.sh("systemctl is-enabled pvemond").stdout.strip() == "enabled"
         props = node.show("Type", "ProtectSystem", "ProtectHome", "PrivateTmp", "NoNewPrivileges",
+                          "PrivateDevices",
                           "CapabilityBoundingSet", "RestrictAddressFamilies", "ReadWritePaths",
                           "UMask", "MainPID", "User", "IPAddressDeny", "IPAddressAllow")
         assert props["Type"] == "notify"
         assert props["ProtectSystem"] == "strict" and props["ProtectHome"] == "yes"
-        assert props["PrivateTmp"] == "yes" and props["NoNewPrivileges"] == "yes"
+        assert props["PrivateTmp"] == props["NoNewPrivileges"] == props["PrivateDevices"] == "yes"
         assert props["CapabilityBoundingSet"] == "" and props["UMask"] == "0077"
         assert props["User"] in ("", "root")
         assert set(props["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
@@ -259,6 +287,34 @@ class TestNode:
         health = node.health()["body"]
         assert health["pve_node"] is True and health["problem"] is None, health
         assert health["pve_version"].startswith(f"{node.pve}."), health
+
+    def test_perl_does_what_pveum_does_under_the_same_hardening(self, node: Node):
+        """pveum is Perl; the simulator is Python. Run Perl under the installed unit's own
+        settings doing at the system-call level what pveum does on a node: cfs lock by mkdir in
+        /etc/pve/priv/lock, a tmp-file-and-rename write under /etc/pve/priv, a libqb ring buffer
+        in /dev/shm opened read-write, an abstract unix socket to a server outside the unit
+        (pmxcfs's IPC), syslog. It cannot prove the real pmxcfs/libqb, but it fails if the
+        sandbox blocks any of those paths."""
+        node.c.exec(["/bin/sh", "-c", "cat > /usr/local/lib/pvemond-probe.pl"], input=PERL_PROBE)
+        node.sh("touch /dev/shm/qb-pvemond-probe-data && chmod 0600 /dev/shm/qb-pvemond-probe-data")
+        node.sh("systemd-run --unit=probe-ipc /usr/bin/python3 -c 'import socket; "
+                "s = socket.socket(socket.AF_UNIX); s.bind(\"\\0pvemond-probe\"); s.listen(); "
+                "s.accept()[0].recv(1)'")
+        unit = node.sh("systemctl show -p FragmentPath --value pvemond").stdout.strip()
+        node.sh(f"sed -e 's|^ExecStart=.*|ExecStart=/usr/bin/perl /usr/local/lib/pvemond-probe.pl|' "
+                "-e 's|^Type=notify|Type=oneshot|' -e '/^Restart/d' -e '/^NotifyAccess/d' "
+                "-e '/^RuntimeDirectory/d' -e '/^StateDirectory/d' -e '/^\\[Install\\]/,$d' "
+                f"{unit} > /etc/systemd/system/pvemond-probe.service && systemctl daemon-reload")
+        run = node.sh("systemctl start pvemond-probe; journalctl -u pvemond-probe -o cat --no-pager",
+                      check=False, timeout=60)
+        assert "probe: all done" in run.stdout, run.stdout + run.stderr
+        # The probe can fail: without the host's network namespace the abstract socket is gone.
+        node.sh("mkdir -p /etc/systemd/system/pvemond-probe.service.d && printf '[Service]\\n"
+                "PrivateNetwork=yes\\n' > /etc/systemd/system/pvemond-probe.service.d/control.conf "
+                "&& systemctl daemon-reload")
+        run = node.sh("systemctl start pvemond-probe || true; journalctl -u pvemond-probe -o cat "
+                      "--no-pager", check=False, timeout=60)
+        assert "probe: abstract socket (pmxcfs IPC)" in run.stdout, run.stdout
 
     def test_bootstrap_creates_and_verifies_the_token(self, node: Node):
         out = node.bootstrap("--format", "json")
