@@ -3,6 +3,7 @@ the sweeper that revokes tokens whose hand-out was never finished."""
 import logging
 import sys
 import threading
+import time
 
 from pvemond import config
 from pvemond.rest import create_app
@@ -15,16 +16,14 @@ logging.basicConfig(stream=sys.stderr, level=_cfg.daemon.log_level.upper(),
 app = create_app(_cfg)
 
 
-def _sweep_forever(stop: threading.Event) -> None:
+def _sweep_forever() -> None:
     service = app.config["SERVICE"]
     while True:
         try:
             service.sweep()
         except Exception:  # the next round retries; the daemon stays up
             logging.getLogger("pvemond").exception("sweeping expired hand-outs failed")
-        if stop.wait(SWEEP_EVERY):
-            return
+        time.sleep(SWEEP_EVERY)
 
 
-threading.Thread(target=_sweep_forever, args=(threading.Event(),), name="sweeper",
-                 daemon=True).start()
+threading.Thread(target=_sweep_forever, name="sweeper", daemon=True).start()
