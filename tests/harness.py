@@ -106,13 +106,13 @@ def run_cli(module: str, *args: str, config: Path, input: Optional[str] = None,
     """Run `python -m pvemond.cli.MODULE ARGS` as a user would run the command."""
     return subprocess.run(cli(module, *args, prefix=prefix),
                           env=env_for(config), capture_output=True, text=True, input=input,
-                          timeout=timeout, cwd=REPO, **kwargs)
+                          timeout=timeout, cwd=config.parent, **kwargs)
 
 
 def run_on(prefix: List[str], *cmd: str, config: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run a command on one of the two hosts (see two_hosts) with pvemond's environment."""
     return subprocess.run([*prefix, *cmd], env=env_for(config), capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+                          timeout=timeout, cwd=config.parent)  # files a command drops stay there
 
 
 class Bootstrap:
