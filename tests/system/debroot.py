@@ -36,7 +36,7 @@ SUITES = {"bookworm": 8, "trixie": 9}
 INCLUDE = ["systemd", "systemd-sysv", "dbus", "python3", "openssl"]
 # Downloaded into the base's apt cache (an optimisation only: apt fetches them when missing).
 PREFETCH = ["python3-flask", "gunicorn", "python3-sh", "python3-yaml"]
-BASE_FORMAT = 2  # bump when the way bases are made changes: old caches get rebuilt
+BASE_FORMAT = 3  # bump when the way bases are made changes: old caches get rebuilt
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root",
              "TERM": "dumb", "DEBIAN_FRONTEND": "noninteractive"}
 
@@ -109,6 +109,10 @@ def _healthy(root: Path, want: Dict[str, object]) -> Optional[str]:
         return "no stamp"
     if stamp != want:
         return f"made differently ({stamp} != {want})"
+    if not root.is_dir():
+        return f"{root} missing"
+    if root.stat().st_mode & 0o777 != 0o755:
+        return f"{root} is not mode 0755"
     for rel in ("usr/bin/python3", "usr/lib/systemd/systemd", "usr/bin/apt-get", "etc/os-release"):
         if not (root / rel).exists():
             return f"{rel} missing"
@@ -146,6 +150,7 @@ def base(suite: str, mirror: Optional[str] = None, *, rebuild: bool = False) -> 
         started = time.monotonic()
         top.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="root.new.", dir=top))
+        tmp.chmod(0o755)  # it becomes the container's /: mkdtemp's 0700 would lock out _apt & co
         try:
             run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}",
                  "--components=main", suite, str(tmp), mirror], timeout=900)
