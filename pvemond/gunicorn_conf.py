@@ -20,6 +20,17 @@ timeout = 180
 graceful_timeout = 15
 loglevel = _cfg.daemon.log_level
 errorlog = "-"
+# stderr without timestamps: journald stamps every line itself.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(name)s: %(levelname)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                            "stream": "ext://sys.stderr"}},
+    "loggers": {"gunicorn.error": {"level": _cfg.daemon.log_level.upper(),
+                                   "handlers": ["stderr"], "propagate": False}},
+    "root": {"level": "WARNING", "handlers": []},
+}
 proc_name = "pvemond"
 # gunicorn >= 25 opens a control socket by default; ProtectSystem=strict would make it fail.
 control_socket_disable = True

@@ -94,14 +94,14 @@ class NodeService:
             problem = None
         return Facts(node.pve_version(n.pvecfg), cluster, problem)
 
-    def health(self) -> Dict[str, Any]:
-        f = self.facts()
+    def health(self, f: Optional[Facts] = None) -> Dict[str, Any]:
+        f = f or self.facts()
         return {"version": __version__, "pve_node": f.problem is None, "problem": f.problem,
                 "pve_version": f.version.version if f.version else None}
 
     def status(self) -> Dict[str, Any]:
         f = self.facts()
-        out: Dict[str, Any] = {"health": self.health(), "cluster": _cluster_json(f.cluster)}
+        out: Dict[str, Any] = {"health": self.health(f), "cluster": _cluster_json(f.cluster)}
         if f.problem:
             return out
         d = self.desired()
@@ -148,7 +148,8 @@ class NodeService:
                     f"{_clock(busy['minted_at'])} by {busy['caller']}, open until "
                     f"{_clock(busy['deadline'])}); re-minting it would kill that secret. Wait for "
                     "it to finish, or use another token name (--token NAME)", 409)
-            applied = self._apply(self._plan(d, mint=True), caller, "mint")
+            facts = self._require_writable(d)
+            applied = self._apply(self._plan(d, mint=True, facts=facts), caller, "mint")
             minted = applied.minted
             try:
                 privs = self._verify(d, minted)
@@ -158,7 +159,7 @@ class NodeService:
                 raise
             handout = self._open_handout(d, caller, applied.how, handout_ttl)
         return Minted(d.token_id, minted.secret, [s.describe() for s in applied.steps], applied.how,
-                      handout["id"], handout["deadline"], self._payload(d, privs))
+                      handout["id"], handout["deadline"], self._payload(d, privs, facts))
 
     def finish_handout(self, handout_id: str, *, caller: str, delivered: bool,
                        to: str = "") -> Dict[str, Any]:
@@ -232,8 +233,8 @@ class NodeService:
             raise ServiceError("unsupported_privilege", str(exc), 422) from None
         return f
 
-    def _plan(self, d: access.Desired, mint: bool) -> access.Plan:
-        self.caps.know_version(self._require_writable(d).version)
+    def _plan(self, d: access.Desired, mint: bool, facts: Optional[Facts] = None) -> access.Plan:
+        self.caps.know_version((facts or self._require_writable(d)).version)
         state = usercfg.read(self.cfg.node.pve_dir)
         return access.plan(state, d, mint=mint, now=self.clock())
 
@@ -325,13 +326,12 @@ class NodeService:
         return next((h for h in self._pending() if h["token_id"] == token_id
                      and h["deadline"] >= now), None)
 
-    def _payload(self, d: access.Desired, privs: Dict[str, int]) -> Dict[str, Any]:
+    def _payload(self, d: access.Desired, privs: Dict[str, int], f: Facts) -> Dict[str, Any]:
         """What a consumer needs besides the secret: where to connect and how to trust it."""
         n = self.cfg.node
-        f = self.facts()
         cert, _ = node.tls_files(n.pve_dir)
-        return {"version": formats.PAYLOAD_VERSION, "user": d.user, "token_name": d.token, "token_id": d.token_id,
-                "privsep": int(d.privsep), "cluster": f.cluster.name if f.cluster else None,
+        return {"version": formats.PAYLOAD_VERSION, "user": d.user, "token_name": d.token,
+                "token_id": d.token_id, "privsep": int(d.privsep), "cluster": f.cluster.name if f.cluster else None,
                 "node": f.cluster.nodename if f.cluster else None,
                 "nodes": node.node_endpoints(f.cluster, n.pve_dir),
                 "pve_version": f.version.version if f.version else None,

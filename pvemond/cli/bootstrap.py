@@ -198,7 +198,11 @@ def _warnings(cfg: config.Config, offer: handoff.Offer) -> List[str]:
 
 
 def _abandon(client: Client, out: Reporter, handout: str, why: str, rc: int = EXIT_ERROR) -> int:
-    revoked = client.finish_handout(handout, delivered=False, to=why)
+    try:
+        revoked = client.finish_handout(handout, delivered=False, to=why)
+    except (DaemonDown, ApiError) as exc:
+        return out.fail("not_delivered", f"{why}; the token could not be revoked now ({exc}); "
+                        "pvemond revokes it when its hand-out deadline passes", rc)
     word = "revoked" if revoked.get("revoked") else "already gone"
     return out.fail("not_delivered", f"{why}; the token was {word}", rc)
 

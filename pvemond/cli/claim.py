@@ -22,13 +22,13 @@ from typing import Any, Dict, List, NoReturn, Optional, Tuple
 from urllib.parse import urlsplit
 
 from pvemond import files, formats, tlspin
+from pvemond.codes import normalize_code
 from pvemond.pve import api
 
 DEFAULT_PORT = 8116
 ROUTE = "/v1/claim"
 MAX_PAYLOAD = 1 << 20
 # The node's alphabet (pvemond/claim.py, which this host need not have): no 0/O, 1/I.
-ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 
 (EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_PIN, EXIT_WRONG_CODE, EXIT_EXPIRED, EXIT_CLAIMED,
  EXIT_BURNED, EXIT_NOT_ALLOWED, EXIT_NETWORK, EXIT_OUTPUT, EXIT_CHECK, EXIT_RATE) = range(13)
@@ -155,18 +155,6 @@ def parse_target(text: str) -> Tuple[str, int]:
     if not 1 <= number <= 65535:
         raise Failure(EXIT_USAGE, f"port {number} is out of range 1-65535")
     return host, number
-
-
-def normalize_code(text: str) -> str:
-    """As the node does (pvemond.claim.normalize_code): case, spaces and dashes are free."""
-    raw = re.sub(r"[\s-]", "", text).upper() if text.isascii() else None
-    if raw is None or set(raw) - set(ALPHABET):
-        hint = " (codes never contain 0, 1, O or I)" if raw and set(raw) & set("01OI") else ""
-        raise ValueError(f"a claim code uses only the characters {ALPHABET}{hint}; "
-                         "type it as pvemond-bootstrap printed it")
-    if len(raw) != 12:
-        raise ValueError(f"a claim code has 12 characters (XXXX-XXXX-XXXX), got {len(raw)}")
-    return "-".join(raw[i:i + 4] for i in range(0, 12, 4))
 
 
 def _code(text: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from pvemond import claim, tlspin
+from pvemond import claim, codes, tlspin
 from pvemond.config import ClaimConfig
 
 EXIT_EXPIRED, EXIT_BURNED, EXIT_CANCELLED = 4, 5, 6
@@ -42,7 +42,7 @@ class Listener:
     """The child process serving the claim; `wait()` returns its claim.Outcome."""
 
     def __init__(self, payload: bytes, cert: Path, key: Path, cfg: ClaimConfig):
-        self.code = claim.new_code()
+        self.code = codes.new_code()
         self._read, write = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the child never returns

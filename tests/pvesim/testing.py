@@ -68,3 +68,15 @@ MONITORING_SETUP = (
     ("user", "token", "add", "monitor@pve", "monitoring", "--output-format", "json"),
     ("acl", "modify", "/", "--roles", "Monitoring", "--users", "monitor@pve", "--tokens", "monitor@pve!monitoring"),
 )
+# user.cfg exactly as a real node writes it after MONITORING_SETUP (pveum.md §4).
+MONITORING_CFG = """\
+user:monitor@pve:1:0::::PVE monitoring::
+token:monitor@pve!monitoring:0:1::
+user:root@pam:1:0:::root@example.com:::
+
+
+
+role:Monitoring:Datastore.Audit,Sys.Audit,VM.Audit:
+
+acl:1:/:monitor@pve,monitor@pve!monitoring:Monitoring:
+"""

@@ -5,20 +5,9 @@ import re
 
 import pytest
 
-from pvesim.testing import MONITORING_SETUP, make_node, pveum_call
+from pvesim.testing import MONITORING_CFG, MONITORING_SETUP, make_node, pveum_call
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-MONITORING_CFG = """\
-user:monitor@pve:1:0::::PVE monitoring::
-token:monitor@pve!monitoring:0:1::
-user:root@pam:1:0:::root@example.com:::
-
-
-
-role:Monitoring:Datastore.Audit,Sys.Audit,VM.Audit:
-
-acl:1:/:monitor@pve,monitor@pve!monitoring:Monitoring:
-"""
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="the fake pveum, like the real one, runs as root only")
 pytestmark = requires_root
 

@@ -4,18 +4,8 @@ import stat
 
 from pvesim import usercfg
 from pvesim.privileges import PVE8, PVE9
+from pvesim.testing import MONITORING_CFG
 
-MONITORING_CFG = """\
-user:monitor@pve:1:0::::PVE monitoring::
-token:monitor@pve!monitoring:0:1::
-user:root@pam:1:0:::root@example.com:::
-
-
-
-role:Monitoring:Datastore.Audit,Sys.Audit,VM.Audit:
-
-acl:1:/:monitor@pve,monitor@pve!monitoring:Monitoring:
-"""
 
 
 def parse(text, privs=PVE9):
