@@ -15,6 +15,17 @@ from pvemond.pve.node import PveVersion
 from pvemond.pve.usercfg import AccessState, Token
 
 CREATE, REPAIR, MINT, OK = "create", "repair", "mint", "ok"
+REMOVE, KEEP, ABSENT = "remove", "keep", "absent"  # what an uninstall does with each part
+_NOTHING_GRANTED = "403 and empty lists on the monitoring host"
+
+
+class Finding(str):
+    """One drift, as a sentence ("what: symptom"), keeping its parts for pvemond doctor."""
+
+    def __new__(cls, subject: str, what: str, symptom: str) -> "Finding":
+        self = super().__new__(cls, f"{what}: {symptom}")
+        self.subject, self.what, self.symptom = subject, what, symptom
+        return self
 
 
 class PlanError(Exception):
@@ -50,7 +61,7 @@ class Step:
     part: str  # role | user | acl | token
     subject: str
     change: str  # create | repair | mint | ok
-    findings: Tuple[str, ...] = ()
+    findings: Tuple["Finding", ...] = ()
     ops: Tuple[Tuple, ...] = ()  # (Pveum method name, *args, {kwargs})
 
     def describe(self) -> Dict:
@@ -110,15 +121,16 @@ def _role_step(state: AccessState, d: Desired) -> Step:
     subject = f"role {d.role} ({_privs(d.privileges)})"
     have = state.roles.get(d.role)
     if have is None:
-        return Step("role", subject, CREATE, (f"role {d.role} does not exist",),
+        return Step("role", subject, CREATE,
+                    (Finding(d.role, f"role {d.role} does not exist", _NOTHING_GRANTED),),
                     (("role_add", d.role, sorted(d.privileges)),))
     findings = []
     if d.privileges - have:
-        findings.append(f"role {d.role} lacks {_privs(d.privileges - have)} "
-                        "(the monitoring host sees less than it should)")
+        findings.append(Finding(d.role, f"role {d.role} lacks {_privs(d.privileges - have)}",
+                                "the monitoring host sees less than it should (missing metrics)"))
     if have - d.privileges:
-        findings.append(f"role {d.role} also grants {_privs(have - d.privileges)}, "
-                        "more than monitoring needs")
+        findings.append(Finding(d.role, f"role {d.role} also grants {_privs(have - d.privileges)}",
+                                "more than monitoring needs: a leaked token could change things"))
     if not findings:
         return Step("role", subject, OK)
     return Step("role", subject, REPAIR, tuple(findings),
@@ -129,13 +141,15 @@ def _user_step(state: AccessState, d: Desired, now: float) -> Step:
     subject = f"user {d.user}"
     user = state.users.get(d.user)
     if user is None:
-        return Step("user", subject, CREATE, (f"user {d.user} does not exist",),
+        return Step("user", subject, CREATE,
+                    (Finding(d.user, f"user {d.user} does not exist", "every token of it gets 401"),),
                     (("user_add", d.user, d.user_comment),))
     findings = []
     if not user.enable:
-        findings.append(f"user {d.user} is disabled: every token of it gets 401")
+        findings.append(Finding(d.user, f"user {d.user} is disabled", "every token of it gets 401"))
     if user.expire and user.expire < now:
-        findings.append(f"user {d.user} expired on {_date(user.expire)}: every token of it gets 401")
+        findings.append(Finding(d.user, f"user {d.user} expired on {_date(user.expire)}",
+                                "every token of it gets 401"))
     if not findings:
         return Step("user", subject, OK)
     return Step("user", subject, REPAIR, tuple(findings), (("user_enable", d.user),))
@@ -160,40 +174,45 @@ def _acl_step(state: AccessState, d: Desired, token_ready: bool) -> Step:
     return Step("acl", subject, change, tuple(findings), (op,))
 
 
-def _acl_problem(state: AccessState, d: Desired, ugid: str) -> Optional[str]:
+def _acl_problem(state: AccessState, d: Desired, ugid: str) -> Optional[Finding]:
     mine = [a for a in state.acl_for(ugid) if a.role == d.role]
     here = [a for a in mine if a.path == d.acl_path]
     if here and (here[0].propagate or not d.propagate):
         return None
     if here:
-        return (f"the ACL on {d.acl_path} for {ugid} does not propagate: "
-                "the monitoring host gets empty node and guest lists")
+        return Finding(ugid, f"the ACL on {d.acl_path} for {ugid} does not propagate",
+                       "the monitoring host gets empty node and guest lists")
     elsewhere = sorted({a.path for a in mine})
     if elsewhere:
-        return (f"{ugid} holds {d.role} only on {', '.join(elsewhere)}, not on {d.acl_path}: "
-                "403 and partial lists on the monitoring host")
+        return Finding(ugid, f"{ugid} holds {d.role} only on {', '.join(elsewhere)}, not on "
+                       f"{d.acl_path}", "403 and partial lists on the monitoring host")
     if ugid == d.token_id:
-        return (f"token {ugid} has privilege separation on but no ACL of its own: "
-                "it authenticates yet sees nothing (403, empty lists)")
-    return f"no ACL gives {ugid} the role {d.role} on {d.acl_path}"
+        return Finding(ugid, f"token {ugid} has privilege separation on but no ACL of its own",
+                       "it authenticates yet sees nothing (403, empty lists)")
+    return Finding(ugid, f"no ACL gives {ugid} the role {d.role} on {d.acl_path}", _NOTHING_GRANTED)
 
 
 def _token_step(d: Desired, token: Optional[Token], mint: bool, now: float) -> Step:
     subject = f"token {d.token_id} (privsep {int(d.privsep)})"
     if token is None:
         if not mint:
-            return Step("token", subject, OK, ("token does not exist yet (minted on bootstrap)",))
+            return Step("token", subject, OK, (Finding(d.token_id, "token does not exist yet",
+                                                       "none until pvemond-bootstrap mints it"),))
         return Step("token", subject, CREATE, (), (("token_mint", d, False),))
     findings = []
     if token.privsep != d.privsep:
-        findings.append(f"token {d.token_id} has privsep {int(token.privsep)}, "
-                        f"wanted {int(d.privsep)}"
-                        + (" (the classic 401/empty-list trap)" if token.privsep else ""))
+        findings.append(Finding(d.token_id, f"token {d.token_id} has privsep {int(token.privsep)}, "
+                                f"wanted {int(d.privsep)}",
+                                "403 and empty lists (the classic privsep trap)" if token.privsep
+                                else "it holds the user's whole rights, not its own ACL's"))
     if token.expire and token.expire < now:
-        findings.append(f"token {d.token_id} expired on {_date(token.expire)}: 401")
+        findings.append(Finding(d.token_id, f"token {d.token_id} expired on {_date(token.expire)}",
+                                "401 on the monitoring host"))
     elif token.expire != d.token_expire:
-        findings.append(f"token {d.token_id} expires {_date(token.expire) if token.expire else 'never'}, "
-                        f"wanted {_date(d.token_expire) if d.token_expire else 'never'}")
+        findings.append(Finding(d.token_id, f"token {d.token_id} expires {_when(token.expire)}, "
+                                f"wanted {_when(d.token_expire)}",
+                                f"401 from {_when(token.expire)} on" if token.expire
+                                else "none now; it outlives its planned expiry"))
     if mint:
         return Step("token", subject, REPAIR if findings else MINT, tuple(findings),
                     (("token_mint", d, True),))
@@ -203,8 +222,48 @@ def _token_step(d: Desired, token: Optional[Token], mint: bool, now: float) -> S
                 (("token_modify", d.user, d.token, {"privsep": d.privsep, "expire": d.token_expire}),))
 
 
+def _when(epoch: int) -> str:
+    return _date(epoch) if epoch else "never"
+
+
 def _date(epoch: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
+
+
+# --- tearing down ------------------------------------------------------------------------------
+
+def teardown(state: AccessState, d: Desired) -> Plan:
+    """Remove what pvemond manages, nothing else: the user's tokens (their ACLs first, which
+    pveum keeps otherwise), the user (its own ACLs go with it), and the role unless someone else
+    still holds it."""
+    user = state.users.get(d.user)
+    tokens = [token_teardown(state, replace(d, token=t.name)) for t in (user.tokens if user else ())]
+    gone = Step("user", f"user {d.user}", ABSENT)
+    user_step = Step("user", f"user {d.user} (and its ACLs)", REMOVE, (),
+                     (("user_delete", d.user),)) if user else gone
+    return Plan(d, (*tokens, user_step, _role_teardown(state, d)))
+
+
+def token_teardown(state: AccessState, d: Desired) -> Step:
+    token = _token(state, d)
+    if token is None:
+        return Step("token", f"token {d.token_id}", ABSENT)
+    acl_ops = tuple(("acl_delete", a.path, a.role, {"tokens": [d.token_id]})
+                    for a in state.acl_for(d.token_id))
+    return Step("token", f"token {d.token_id}", REMOVE, (),
+                (*acl_ops, ("token_remove", d.user, d.token)))
+
+
+def _role_teardown(state: AccessState, d: Desired) -> Step:
+    subject = f"role {d.role}"
+    if d.role not in state.roles:
+        return Step("role", subject, ABSENT)
+    others = sorted({a.ugid for a in state.acls if a.role == d.role
+                     and a.ugid != d.user and not a.ugid.startswith(d.user + "!")})
+    if others:
+        return Step("role", subject, KEEP, (Finding(d.role, f"still granted to {', '.join(others)}",
+                                                    "left in place"),))
+    return Step("role", subject, REMOVE, (), (("role_delete", d.role),))
 
 
 # --- applying ---------------------------------------------------------------------------------

@@ -76,6 +76,12 @@ class Client:
     def revoke(self, token: str) -> Dict[str, Any]:
         return self.request("DELETE", f"/v1/tokens/{token}")
 
+    def doctor(self, fix: bool = False) -> Dict[str, Any]:
+        return self.request("POST", "/v1/doctor", {"fix": fix})
+
+    def uninstall(self, dry_run: bool) -> Dict[str, Any]:
+        return self.request("POST", "/v1/uninstall", {"dry_run": dry_run})
+
     def finish_handout(self, handout_id: str, delivered: bool, to: str = "") -> Dict[str, Any]:
         return self.request("POST", f"/v1/handouts/{handout_id}", {"delivered": delivered, "to": to})
 

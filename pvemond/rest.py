@@ -151,6 +151,18 @@ def revoke(name: str):
     return jsonify(svc().revoke(name, caller=g.caller))
 
 
+@v1.post("/doctor")
+def run_doctor():
+    data = body(fix=bool)
+    return jsonify(svc().doctor(caller=g.caller, fix=data.get("fix", False)))
+
+
+@v1.post("/uninstall")
+def uninstall():
+    data = body(dry_run=bool)
+    return jsonify(svc().uninstall(caller=g.caller, dry_run=data.get("dry_run", False)))
+
+
 @v1.post("/handouts/<handout_id>")
 def finish_handout(handout_id: str):
     data = body(delivered=bool, to=str)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from pvemond import __version__, access, formats
+from pvemond import __version__, access, doctor, formats
 from pvemond.config import Config
 from pvemond.pve import api, node, usercfg
 from pvemond.pve import pveum as P
@@ -180,14 +180,42 @@ class NodeService:
         d = self.desired(token)
         with self._exclusive():
             self._require_writable(d)
-            try:
-                removed = access.Applier(self.pveum).revoke(d)
-            except P.PveumError as exc:
-                raise service_error(exc) from None
+            step = access.token_teardown(usercfg.read(self.cfg.node.pve_dir), d)
+            if step.change == access.ABSENT:
+                raise ServiceError("no_such_token", f"{d.user} has no token {token} "
+                                   "(pvemond tokens lists them)", 404)
+            self._apply(access.Plan(d, (step,)), caller, "revoke")
             self.store.update(lambda s: _forget(s, d.token_id))
-        audit.info("revoke token=%s caller=%s result=%s", d.token_id, caller,
-                   "removed" if removed else "was-absent")
-        return {"token_id": d.token_id, "revoked": removed}
+        return {"token_id": d.token_id, "revoked": True}
+
+    def uninstall(self, *, caller: str, dry_run: bool = False) -> Dict[str, Any]:
+        """Remove the tokens, ACLs, user and role pvemond manages; nothing else."""
+        d = self.desired()
+        if d.user == "root@pam":
+            raise ServiceError("refused", "access.user is root@pam, which pvemond never removes", 422)
+        with self._exclusive():
+            self._require_writable(d, check_privileges=False)
+            plan = access.teardown(usercfg.read(self.cfg.node.pve_dir), d)
+            busy = [h for h in self._pending() if h["deadline"] >= self.clock()]
+            if dry_run:
+                return {"dry_run": True, "steps": [s.describe() for s in plan.steps]}
+            if busy:
+                raise ServiceError("handout_in_progress", f"a hand-out of {busy[0]['token_id']} is "
+                                   "open; wait for its bootstrap to finish (or stop it)", 409)
+            self._apply(plan, caller, "uninstall")
+            self.store.update(lambda s: (s["tokens"].clear(), s["handouts"].clear()))
+        return {"dry_run": False, "steps": [s.describe() for s in plan.steps]}
+
+    def doctor(self, *, caller: str, fix: bool = False) -> Dict[str, Any]:
+        """Run every check; with `fix`, converge what the checks found fixable and check again."""
+        checks = self._checks()
+        fixed: List[Dict[str, Any]] = []
+        if fix and any(c.fixable and c.status == doctor.FAIL for c in checks):
+            fixed = self._fix(caller)
+            checks = self._checks()
+        worst = next((s for s in (doctor.FAIL, doctor.WARN) if any(c.status == s for c in checks)),
+                     doctor.PASS)
+        return {"result": worst, "checks": [c.json() for c in checks], "fixed": fixed}
 
     def sweep(self) -> List[str]:
         """Revoke tokens whose hand-out timed out (a bootstrap killed with SIGKILL, a lost host)."""
@@ -220,7 +248,7 @@ class NodeService:
                 fcntl.flock(f, fcntl.LOCK_EX)
                 yield
 
-    def _require_writable(self, d: access.Desired) -> Facts:
+    def _require_writable(self, d: access.Desired, check_privileges: bool = True) -> Facts:
         f = self.facts()
         if f.problem:
             raise ServiceError("not_a_pve_node", f.problem, 503)
@@ -228,7 +256,8 @@ class NodeService:
             raise ServiceError("no_quorum", "this node has no quorum, so the cluster configuration "
                                "is read-only; run it on a quorate node", 503)
         try:
-            access.check(d, f.version)
+            if check_privileges:
+                access.check(d, f.version)
         except access.PlanError as exc:
             raise ServiceError("unsupported_privilege", str(exc), 422) from None
         return f
@@ -267,7 +296,7 @@ class NodeService:
         return privs
 
     def _verify_https(self, d: access.Desired, minted: P.MintedToken) -> None:
-        url, ca = self.cfg.node.pveproxy_url, str(node.ca_file(self.cfg.node.pve_dir))
+        url, ca = self.cfg.node.pveproxy_url, self._trust()
         try:
             version = api.get(url, "/version", minted.full_id, minted.secret.reveal(), cafile=ca)
             perms = api.get(url, f"/access/permissions?path={d.acl_path}", minted.full_id,
@@ -284,6 +313,62 @@ class NodeService:
             raise ServiceError("verification_failed", f"over HTTPS the token lacks "
                                f"{', '.join(sorted(d.privileges - seen))}; the token was revoked", 502)
 
+    def _checks(self) -> List[doctor.Check]:
+        f = self.facts()
+        state = usercfg.read(self.cfg.node.pve_dir) if not f.problem else usercfg.AccessState()
+        stored = self.store.load()
+        now = self.clock()
+        i = doctor.Inputs(self.cfg, f.version, f.cluster, f.problem, state, stored["tokens"],
+                          any(h["deadline"] >= now for h in stored["handouts"].values()), now)
+        return doctor.run(i, lambda: self._probe(state))
+
+    def _fix(self, caller: str) -> List[Dict[str, Any]]:
+        """Converge the configured access and each token as it should be (doctor.token_desires)."""
+        state = usercfg.read(self.cfg.node.pve_dir)
+        stored = self.store.load()["tokens"]
+        i = doctor.Inputs(self.cfg, None, None, None, state, stored, False, self.clock())
+        changed = []
+        for d in [self.desired(), *doctor.token_desires(i)]:
+            with self._exclusive():
+                applied = self._apply(self._plan(d, mint=False), caller, "fix")
+            changed += [s.describe() for s in applied.steps if s.change != access.OK]
+        return changed
+
+    def _probe(self, state: usercfg.AccessState) -> doctor.Probe:
+        """Mint a throw-away token (10 minutes), log in with it over HTTPS, remove it."""
+        d = self.desired(doctor.PROBE_TOKEN, privsep=False)
+        applier = access.Applier(self.pveum)
+        with self._exclusive():
+            try:
+                if access.token_teardown(state, d).change == access.REMOVE:
+                    applier.revoke(d)  # left over by an interrupted run
+                minted = self.pveum.token_add(d.user, d.token, privsep=False,
+                                              expire=int(self.clock()) + 600,
+                                              comment="pvemond doctor probe, removed at once")
+            except P.PveumError as exc:
+                return doctor.Probe(0, error=str(exc))
+            try:
+                r = api.get(self.cfg.node.pveproxy_url, f"/access/permissions?path={d.acl_path}",
+                            minted.full_id, minted.secret.reveal(), cafile=self._trust())
+                return doctor.Probe(r.status, frozenset(((r.data or {}).get(d.acl_path) or {})))
+            except api.ApiUnreachable as exc:
+                return doctor.Probe(0, error=str(exc))
+            finally:
+                self._drop_probe(applier, d)
+
+    @staticmethod
+    def _drop_probe(applier: access.Applier, d: access.Desired) -> None:
+        try:
+            applier.revoke(d)
+        except P.PveumError as exc:  # it expires on its own within 10 minutes
+            audit.warning("doctor probe token=%s not removed: %s", d.token_id, exc)
+
+    def _trust(self) -> Optional[str]:
+        """The cluster CA for PVE's own certificate; the system's trust store for a custom one
+        (ACME or `pvenode cert set`)."""
+        cert, _ = node.tls_files(self.cfg.node.pve_dir)
+        return str(node.ca_file(self.cfg.node.pve_dir)) if cert.name == "pve-ssl.pem" else None
+
     def _open_handout(self, d: access.Desired, caller: str, how: str, ttl: int) -> Dict[str, Any]:
         now = self.clock()
         h = {"id": pysecrets.token_hex(8), "token_id": d.token_id, "user": d.user, "token": d.token,
@@ -292,7 +377,8 @@ class NodeService:
         def change(s: Dict[str, Any]) -> None:
             s["handouts"][h["id"]] = h
             meta = s["tokens"].setdefault(d.token_id, {"created": now})
-            meta.update(minted=now, how=how, delivered_to=None, delivered_at=None)
+            meta.update(minted=now, how=how, privsep=int(d.privsep), delivered_to=None,
+                        delivered_at=None)
 
         self.store.update(change)
         audit.info("handout open token=%s id=%s caller=%s deadline=%s", d.token_id, h["id"],

@@ -188,13 +188,12 @@ def _local_address(payload: Dict[str, Any]) -> str:
 
 def _warnings(cfg: config.Config, offer: handoff.Offer) -> List[str]:
     nodename = str(Path(cfg.node.pve_dir, "local").resolve().name)
-    if not node.firewall_enabled(cfg.node.pve_dir, nodename):
+    if not node.firewall_enabled(cfg.node.pve_dir, nodename) or \
+            node.firewall_lets_in(cfg.node.pve_dir, nodename, offer.port):
         return []
-    source = f" --source {','.join(cfg.claim.allow)}" if cfg.claim.allow else ""
     return [f"the Proxmox firewall is on and drops port {offer.port} unless a rule allows it; "
-            f"allow the monitoring host with: pvesh create /nodes/{nodename}/firewall/rules "
-            f"--type in --action ACCEPT --proto tcp --dport {offer.port}{source} --enable 1 "
-            "--comment 'pvemond claim'"]
+            "allow the monitoring host with: "
+            + node.firewall_rule(nodename, offer.port, cfg.claim.allow, "pvemond claim")]
 
 
 def _abandon(client: Client, out: Reporter, handout: str, why: str, rc: int = EXIT_ERROR) -> int:

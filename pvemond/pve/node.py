@@ -109,11 +109,11 @@ def ca_file(pve_dir: str) -> Path:
 
 def fingerprint(cert: Path) -> str:
     """PVE's ssl_fingerprint: SHA-256 over the DER of the first (leaf) certificate, as AA:BB:…"""
-    der = ssl.PEM_cert_to_DER_cert(_first_pem(cert.read_text(encoding="ascii")))
+    der = ssl.PEM_cert_to_DER_cert(first_pem(cert.read_text(encoding="ascii")))
     return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
 
 
-def _first_pem(text: str) -> str:
+def first_pem(text: str) -> str:
     end = "-----END CERTIFICATE-----"
     return text[: text.index(end) + len(end)] + "\n"
 
@@ -155,9 +155,39 @@ def _resolve(name: str) -> Optional[str]:
 def firewall_enabled(pve_dir: str, nodename: str) -> bool:
     """Whether the Proxmox firewall filters this node: datacenter `enable` on (cluster.fw) and the
     host not opted out (host.fw `enable: 0`). pve-firewall must also run; not checked here."""
-    cluster = _fw_options(Path(pve_dir) / "firewall" / "cluster.fw")
-    host = _fw_options(Path(pve_dir) / "nodes" / nodename / "host.fw")
-    return _fw_on(cluster.get("enable", "0")) and host.get("enable", "1") != "0"
+    cluster, host = _fw_files(pve_dir, nodename)
+    return _fw_on(cluster.options.get("enable", "0")) and host.options.get("enable", "1") != "0"
+
+
+def firewall_rule(nodename: str, port: int, sources, comment: str) -> str:
+    """The command that opens `port` on this node's firewall (pvesh: the rule is enabled)."""
+    source = f" --source {','.join(sources)}" if sources else ""
+    return (f"pvesh create /nodes/{nodename}/firewall/rules --type in --action ACCEPT --proto tcp "
+            f"--dport {port}{source} --enable 1 --comment '{comment}'")
+
+
+def firewall_lets_in(pve_dir: str, nodename: str, port: int) -> Optional[str]:
+    """What lets TCP `port` in past an enabled firewall (a rule, the policy), or None. Port 8006
+    is also open to the `management` ipset by default; callers say so themselves."""
+    cluster, host = _fw_files(pve_dir, nodename)
+    if cluster.options.get("policy_in", "DROP").upper() == "ACCEPT":
+        return "the datacenter input policy is ACCEPT"
+    for where, fw in (("host.fw", host), ("cluster.fw", cluster)):
+        rule = next((r for r in fw.rules if _accepts_tcp(r, port)), None)
+        if rule:
+            return f"{where}: {rule}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Firewall:
+    options: Dict[str, str]
+    rules: Tuple[str, ...]  # enabled rule lines, as written
+
+
+def _fw_files(pve_dir: str, nodename: str) -> Tuple[_Firewall, _Firewall]:
+    return (_fw_read(Path(pve_dir) / "firewall" / "cluster.fw"),
+            _fw_read(Path(pve_dir) / "nodes" / nodename / "host.fw"))
 
 
 def _fw_on(value: str) -> bool:
@@ -166,12 +196,12 @@ def _fw_on(value: str) -> bool:
     return n == 1 or (n > 1 and time.time() - n < 60)
 
 
-def _fw_options(path: Path) -> Dict[str, str]:
+def _fw_read(path: Path) -> _Firewall:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
-        return {}
-    options, section = {}, ""
+        return _Firewall({}, ())
+    options, rules, section = {}, [], ""
     for raw in lines:
         line = raw.split("#", 1)[0].strip()
         if line.startswith("["):
@@ -179,4 +209,24 @@ def _fw_options(path: Path) -> Dict[str, str]:
         elif section == "[options]" and ":" in line:
             key, _, value = line.partition(":")
             options[key.strip()] = value.strip()
-    return options
+        elif section == "[rules]" and line and not line.startswith("|"):  # "|" = disabled
+            rules.append(line)
+    return _Firewall(options, tuple(rules))
+
+
+def _accepts_tcp(rule: str, port: int) -> bool:
+    """`IN ACCEPT [-source S] -p tcp -dport P` (the parser takes -x and --x alike)."""
+    words = rule.split()
+    if words[:2] != ["IN", "ACCEPT"]:
+        return False
+    opts = dict(zip([w.lstrip("-") for w in words[2::2]], words[3::2]))
+    proto = opts.get("p", opts.get("proto"))
+    return proto == "tcp" and _port_in(opts.get("dport", ""), port)
+
+
+def _port_in(spec: str, port: int) -> bool:
+    for part in filter(None, spec.split(",")):
+        lo, _, hi = part.partition(":")
+        if lo.isdigit() and (hi or lo).isdigit() and int(lo) <= port <= int(hi or lo):
+            return True
+    return False

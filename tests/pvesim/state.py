@@ -27,6 +27,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "delay": 0.0,
     "auth_fail_delay": 3.0,
     "auth_errors": "unified",
+    # False: pmxcfs cannot verify token secrets (priv/token.cfg damaged or out of sync), so
+    # pveproxy refuses every token with 401 while user.cfg looks right.
+    "token_verify": True,
     "fail_next": [],
     "guests": [],
     "storages": [],
