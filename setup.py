@@ -11,6 +11,7 @@ setup(
     install_requires=["flask", "gunicorn", "sh", "pyyaml"],
     entry_points={
         "console_scripts": [
+            "pvemond = pvemond.cli.admin:main",
             "pvemond-bootstrap = pvemond.cli.bootstrap:main",
             "pvemond-claim = pvemond.cli.claim:main",
         ],

@@ -232,10 +232,15 @@ class NodeService:
     def tokens(self, state: Optional[usercfg.AccessState] = None) -> List[Dict[str, Any]]:
         state = state or usercfg.read(self.cfg.node.pve_dir)
         user = state.users.get(self.cfg.access.user)
-        meta = self.store.load()["tokens"]
-        return [dict(meta.get(t.full_id, {}), token_id=t.full_id, name=t.name,
-                     privsep=int(t.privsep), expire=t.expire, comment=t.comment)
-                for t in (user.tokens if user else ())]
+        stored = self.store.load()
+        now = self.clock()
+        open_until = {h["token_id"]: h["deadline"] for h in stored["handouts"].values()
+                      if h["deadline"] >= now}
+        return [{**_TOKEN_META, **stored["tokens"].get(t.full_id, {}),
+                 "managed": t.full_id in stored["tokens"], "token_id": t.full_id, "name": t.name,
+                 "privsep": int(t.privsep), "expire": t.expire, "comment": t.comment,
+                 "handout_until": open_until.get(t.full_id)}
+                for t in (user.tokens if user else ()) if t.name != doctor.PROBE_TOKEN]
 
     # -- internals -------------------------------------------------------------------------
     @contextmanager
@@ -423,6 +428,10 @@ class NodeService:
                 "pve_version": f.version.version if f.version else None,
                 "ca_pem": node.ca_file(n.pve_dir).read_text(encoding="ascii"),
                 "fingerprint": node.fingerprint(cert), "privileges": privs}
+
+
+# What pvemond records about a token it minted (state.json); null for one it did not.
+_TOKEN_META = dict.fromkeys(("created", "minted", "how", "delivered_to", "delivered_at"))
 
 
 def _forget(s: Dict[str, Any], token_id: str) -> None:

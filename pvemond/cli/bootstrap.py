@@ -51,6 +51,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--privsep", type=int, choices=(0, 1), help="privilege separation (default 0)")
     p.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
     p.add_argument("--json", action="store_true", help="machine-readable events, one JSON object a line")
+    add_handout_options(p)
+    add_daemon_options(p)
+    return p
+
+
+def add_handout_options(p: argparse.ArgumentParser) -> None:
+    """How the new secret leaves the node: a claim (default) or a local file."""
     claim_opts = p.add_argument_group("claim hand-off (the default)")
     claim_opts.add_argument("--listen", help="address of the claim listener (default 0.0.0.0)")
     claim_opts.add_argument("--port", type=int, help="its port (default 8116)")
@@ -61,9 +68,11 @@ def parser() -> argparse.ArgumentParser:
     local.add_argument("--format", choices=formats.FORMATS, help="config to write for the consumer")
     local.add_argument("-o", "--output", metavar="FILE",
                        help="write it here (atomically, mode 0600; the CA beside it), not stdout")
+
+
+def add_daemon_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help=f"configuration file (default ${config.ENV_VAR} or {config.DEFAULT_PATH})")
     p.add_argument("--socket", help="the daemon's socket (default from the configuration)")
-    return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -73,12 +82,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return out.fail("not_root", "pvemond-bootstrap must run as root (the daemon's socket is "
                         "root-only): sudo pvemond-bootstrap", EXIT_USAGE)
     try:
-        cfg = _with_claim_options(config.load(args.config), args)
+        cfg = with_claim_options(config.load(args.config), args)
     except config.ConfigError as exc:
         return out.fail("bad_config", str(exc), EXIT_USAGE)
     client = Client(args.socket or cfg.daemon.socket)
     privsep = None if args.privsep is None else bool(args.privsep)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    on_sigterm_interrupt()
     try:
         if args.dry_run:
             return dry_run(client, out, args.token, privsep)
@@ -89,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return out.fail(exc.code, exc.detail, EXIT_ERROR)
 
 
-def _with_claim_options(cfg: config.Config, args: argparse.Namespace) -> config.Config:
+def with_claim_options(cfg: config.Config, args: argparse.Namespace) -> config.Config:
     """Command-line claim options override the file, under the same rules."""
     given = {"listen": args.listen, "port": args.port, "ttl": args.ttl,
              "allow": tuple(args.allow) if args.allow else None}
@@ -210,6 +219,11 @@ def _what(exc: BaseException) -> str:
     if isinstance(exc, (KeyboardInterrupt, Interrupted)):
         return "interrupted"
     return str(exc) or type(exc).__name__
+
+
+def on_sigterm_interrupt() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the hand-out is cancelled and the token revoked."""
+    signal.signal(signal.SIGTERM, _raise_interrupted)
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:

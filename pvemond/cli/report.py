@@ -11,8 +11,8 @@ COLUMN = 66  # where the dots end, so the results line up
 
 
 class Reporter:
-    def __init__(self, as_json: bool):
-        self.as_json = as_json
+    def __init__(self, as_json: bool, prog: str = "pvemond-bootstrap"):
+        self.as_json, self.prog = as_json, prog
         self.tty = sys.stderr.isatty()
 
     def _emit(self, event: str, **fields: Any) -> None:
@@ -80,5 +80,5 @@ class Reporter:
         if self.as_json:
             self._emit("error", error=code, detail=detail)
         else:
-            self._say(("\r\033[K" if self.tty else "") + f"pvemond-bootstrap: {detail}")
+            self._say(("\r\033[K" if self.tty else "") + f"{self.prog}: {detail}")
         return rc
