@@ -116,10 +116,11 @@ def run_on(prefix: List[str], *cmd: str, config: Path, timeout: float = 60) -> s
 
 
 class Bootstrap:
-    """pvemond-bootstrap in claim mode, running in the background with --json events."""
+    """pvemond-bootstrap in claim mode (or `pvemond rotate`: module="admin"), running in the
+    background with --json events."""
 
-    def __init__(self, config: Path, *args: str, prefix: List[str] = ()):
-        self.proc = subprocess.Popen(cli("bootstrap", "--json", *args, prefix=prefix),
+    def __init__(self, config: Path, *args: str, prefix: List[str] = (), module: str = "bootstrap"):
+        self.proc = subprocess.Popen(cli(module, "--json", *args, prefix=prefix),
                                      env=env_for(config), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, cwd=REPO,
                                      start_new_session=True)
