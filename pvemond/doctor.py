@@ -295,6 +295,8 @@ def _bind_problem(host: str, port: int) -> Optional[str]:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no obstacle
         try:
             s.bind((host, port))
+        except PermissionError:
+            return None  # below 1024 the sandboxed daemon may not bind; bootstrap (root) can
         except OSError as exc:
             return exc.strerror or str(exc)
     return None

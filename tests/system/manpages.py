@@ -9,24 +9,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-PAGES = {"pvemond-bootstrap": "pvemond.cli.bootstrap", "pvemond-claim": "pvemond.cli.claim"}
+PAGES = {"pvemond-bootstrap.1": ("pvemond.cli.bootstrap", ()),
+         "pvemond-claim.1": ("pvemond.cli.claim", ()),
+         "pvemond.8": ("pvemond.cli.admin",
+                       ("status", "doctor", "tokens", "revoke", "rotate", "uninstall"))}
 
 
-def options(repo: Path, module: str) -> set:
-    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=repo, capture_output=True,
-                         text=True, check=True).stdout
+def options(repo: Path, module: str, sub: str = "") -> set:
+    out = subprocess.run([sys.executable, "-m", module, *([sub] if sub else []), "--help"],
+                         cwd=repo, capture_output=True, text=True, check=True).stdout
     return set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", out.split("\nexit codes:")[0]))
 
 
 def main(repo: Path) -> int:
     bad = 0
-    for command, module in PAGES.items():
-        page = (repo / "man" / f"{command}.1").read_text().replace("\\-", "-").replace("\\fB", "") \
+    for name, (module, subs) in PAGES.items():
+        command = name.rsplit(".", 1)[0]
+        page = (repo / "man" / name).read_text().replace("\\-", "-").replace("\\fB", "") \
             .replace("\\fR", "").replace("\\fP", "").replace("\\fI", "")
-        missing = sorted(o for o in options(repo, module) if not re.search(re.escape(o) + r"(?![\w-])", page))
+        wanted = set().union(options(repo, module), *(options(repo, module, sub) for sub in subs))
+        wanted |= set(subs)
+        missing = sorted(o for o in wanted if not re.search(re.escape(o) + r"(?![\w-])", page))
         if missing:
             bad = 1
-            print(f"man/{command}.1 lacks {', '.join(missing)} (from {command} --help)")
+            print(f"man/{name} lacks {', '.join(missing)} (from {command} --help)")
     if not bad:
         print(f"man pages cover every option of {', '.join(PAGES)}")
     return bad
