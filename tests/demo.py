@@ -72,7 +72,20 @@ def flow(config: Path, node, hosts, work: Path) -> int:
     say("the written pve.yml (secret masked)")
     print("\n".join(ln if "token_value" not in ln else "  token_value: <secret>"
                     for ln in out.read_text().splitlines()))
-    return rc or claim.returncode
+    return rc or claim.returncode or admin_view(config, node, hosts)
+
+
+def admin_view(config: Path, node, hosts) -> int:
+    """What the admin sees afterwards: a break, doctor naming it, --fix, all green."""
+    say("on the node: the tokens pvemond knows (who claimed them, never a secret)")
+    show("root@pve1:~", "pvemond tokens", run_cli("admin", "tokens", config=config, prefix=hosts["node"]))
+    say("someone turns privilege separation on by hand; pvemond doctor names it, --fix repairs it")
+    node.run_pveum("user", "token", "modify", "monitoring@pve", "monitoring", "--privsep", "1")
+    print("root@pve1:~# pveum user token modify monitoring@pve monitoring --privsep 1")
+    show("root@pve1:~", "pvemond doctor", run_cli("admin", "doctor", config=config, prefix=hosts["node"]))
+    fixed = run_cli("admin", "doctor", "--fix", config=config, prefix=hosts["node"])
+    show("root@pve1:~", "pvemond doctor --fix", fixed)
+    return fixed.returncode
 
 
 if __name__ == "__main__":
