@@ -106,7 +106,7 @@ def privileges(i: Inputs) -> Check:
         return Check("privileges", FAIL, str(exc), "pvemond-bootstrap and --fix refuse to run",
                      f"edit access.privileges in {i.cfg.source}")
     return Check("privileges", PASS, f"the configured privileges ({', '.join(sorted(i.desired().privileges))}) "
-                 "exist on this PVE version")
+                 f"exist on Proxmox VE {i.version.version if i.version else '(unknown)'}")
 
 
 # --- the access itself, from the converge plan -----------------------------------------------

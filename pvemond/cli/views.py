@@ -79,7 +79,7 @@ def doctor(r: Dict[str, Any]) -> str:
         lines.append("all checks passed")
     else:
         lines.append(f"{len(bad)} problem{'s' if len(bad) > 1 else ''}"
-                     + (f", {fixable} of them repaired by: pvemond doctor --fix" if fixable else ""))
+                     + (f"; pvemond doctor --fix repairs {fixable}" if fixable else ""))
     return _text(lines)
 
 
