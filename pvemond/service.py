@@ -318,22 +318,22 @@ class NodeService:
             raise ServiceError("verification_failed", f"over HTTPS the token lacks "
                                f"{', '.join(sorted(d.privileges - seen))}; the token was revoked", 502)
 
-    def _checks(self) -> List[doctor.Check]:
+    def _inputs(self) -> doctor.Inputs:
         f = self.facts()
         state = usercfg.read(self.cfg.node.pve_dir) if not f.problem else usercfg.AccessState()
         stored = self.store.load()
         now = self.clock()
-        i = doctor.Inputs(self.cfg, f.version, f.cluster, f.problem, state, stored["tokens"],
-                          any(h["deadline"] >= now for h in stored["handouts"].values()), now)
-        return doctor.run(i, lambda: self._probe(state))
+        return doctor.Inputs(self.cfg, f.version, f.cluster, f.problem, state, stored["tokens"],
+                             any(h["deadline"] >= now for h in stored["handouts"].values()), now)
+
+    def _checks(self) -> List[doctor.Check]:
+        i = self._inputs()
+        return doctor.run(i, lambda: self._probe(i.state))
 
     def _fix(self, caller: str) -> List[Dict[str, Any]]:
         """Converge the configured access and each token as it should be (doctor.token_desires)."""
-        state = usercfg.read(self.cfg.node.pve_dir)
-        stored = self.store.load()["tokens"]
-        i = doctor.Inputs(self.cfg, None, None, None, state, stored, False, self.clock())
         changed = []
-        for d in [self.desired(), *doctor.token_desires(i)]:
+        for d in [self.desired(), *doctor.token_desires(self._inputs())]:
             with self._exclusive():
                 applied = self._apply(self._plan(d, mint=False), caller, "fix")
             changed += [s.describe() for s in applied.steps if s.change != access.OK]

@@ -198,6 +198,9 @@ def test_doctor_exit_codes_and_fix(daemon, node, config):
     (fw / "cluster.fw").write_text("[OPTIONS]\n\nenable: 1\n")
     warned = admin(config, "doctor")
     assert warned.returncode == 4 and "[WARN] firewall" in warned.stdout
+    # Probe tokens were minted and used above; no secret (a UUID) reached the daemon's log.
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                         daemon.log.read_text())
 
 
 def test_daemon_down_and_not_root(config):
