@@ -32,8 +32,8 @@ echo "deb [signed-by=/etc/apt/keyrings/pvemond.gpg] file:{REPO_IN} ./" > /etc/ap
 apt update
 apt install pvemond
 """
-CLIENT_MODULES = {"__init__.py", "cli/__init__.py", "cli/claim.py", "formats.py", "files.py",
-                  "tlspin.py", "names.py", "pve/__init__.py", "pve/api.py"}
+CLIENT_MODULES = {"__init__.py", "cli/__init__.py", "cli/claim.py", "codes.py", "formats.py",
+                  "files.py", "tlspin.py", "names.py", "pve/__init__.py", "pve/api.py"}
 HEALTH = r"""
 import http.client, json, socket, sys
 class Unix(http.client.HTTPConnection):
