@@ -1,5 +1,6 @@
 # The front door: `make demo` shows the whole flow on the built-in Proxmox simulator,
-# `make test` runs the suite on both library generations.
+# `make test` runs the suite on both library generations, then the packaging checks and the
+# system ring (packaging.mk; CI runs `make test`, see .ci/run).
 
 DEBIAN_PY   := /usr/bin/python3
 VENV        := .venv
@@ -29,9 +30,11 @@ $(VENV)/.installed: Makefile
 	$(VENV_PY) -m pip install -q --upgrade pip $(PIP_DEPS)
 	touch $@
 
+# One sub-make for the packaging targets, so the .deb they share is built once.
 test: deps
 	$(MAKE) test-debian
 	$(MAKE) test-pypi
+	$(MAKE) unit-check lint test-system
 
 # PATH without pyenv, so subprocesses (gunicorn, the simulator) see Debian's python too.
 test-debian:
@@ -50,5 +53,5 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-# Packaging: make deb, deb-stdeb, lint, unit-check, repo, test-system.
--include packaging.mk
+# Packaging: make deb, deb-stdeb, lint, unit-check, repo, test-system (make test needs them).
+include packaging.mk

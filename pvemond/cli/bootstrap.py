@@ -28,6 +28,9 @@ CLAIM_EXIT = {"claimed": EXIT_OK, "expired": handoff.EXIT_EXPIRED,
 CLAIM_WHY = {"expired": "nobody claimed the token before the code expired",
              "burned": "too many wrong codes: the claim was burned",
              "stopped": "cancelled"}
+# Seconds a redeemed claim waits for the daemon to come back (`systemctl restart pvemond` takes
+# one or two).
+RESTART_GRACE = 10.0
 
 _DONE = {"create": "created", "repair": "repaired", "ok": "already right"}
 _WOULD = {"create": "would create", "repair": "would repair", "ok": "already right",
@@ -173,13 +176,27 @@ def deliver_claim(client: Client, out: Reporter, cfg: config.Config, handout: st
         listener.cancel()
         raise
     if outcome.status == "claimed":
-        client.finish_handout(handout, delivered=True, to=f"claim from {outcome.peer}")
+        _record_claim(client, handout, f"claim from {outcome.peer}")
         out.claimed(outcome.peer or "?", outcome.at or time.time())
         return EXIT_OK
     why = CLAIM_WHY[outcome.status]
     if outcome.status == "burned":
         why += f" after {outcome.attempts} wrong codes (last from {outcome.peer})"
     return _abandon(client, out, handout, why, CLAIM_EXIT[outcome.status])
+
+
+def _record_claim(client: Client, handout: str, to: str) -> None:
+    """Tell the daemon the claim was redeemed, waiting out a restart of the daemon: the monitoring
+    host already holds the secret, and an unfinished hand-out gets the token revoked."""
+    deadline = time.monotonic() + RESTART_GRACE
+    while True:
+        try:
+            client.finish_handout(handout, delivered=True, to=to)
+            return
+        except DaemonDown:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _wait(listener: handoff.Listener, out: Reporter, offer: handoff.Offer) -> claim.Outcome:

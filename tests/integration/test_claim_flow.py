@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import stat
+import time
 
 import pytest
 import yaml
@@ -47,6 +48,26 @@ def test_claim_writes_the_config_and_keeps_the_token(daemon, node, config, claim
     holders = [p for p in tmp_path.rglob("*") if p.is_file() and secret in p.read_bytes()]
     assert sorted(holders) == sorted([out, token_cfg])
     assert secret.decode() not in r.stderr + r.stdout + b.stderr + json.dumps(b.events)
+
+
+def test_claim_while_the_daemon_restarts_is_recorded(daemon, node, config, claim_args, tmp_path):
+    """The code is redeemed while the daemon is down: bootstrap waits for it to come back
+    (a `systemctl restart pvemond` mid-claim) instead of leaving the token to be revoked."""
+    b = Bootstrap(config, *claim_args)
+    offer = b.wait_for("claim_open")
+    daemon.stop()
+    r = run_cli("claim", f"127.0.0.1:{offer['port']}", offer["code"], "--pin", offer["pin"],
+                "--format", "json", "-o", str(tmp_path / "pve.json"), config=config)
+    assert r.returncode == 0, r.stderr
+    # The listener lingers 2 s after a claim (pvemond/claim.py, grace) before bootstrap reports.
+    time.sleep(3)
+    assert b.proc.poll() is None, "bootstrap gave up while the daemon was down"
+    daemon.start()
+    assert b.finish() == 0, b.stderr
+    assert b.events[-1]["event"] == "claimed"
+    tokens = {t["name"]: t for t in Client(str(daemon.socket)).tokens()["tokens"]}
+    assert tokens["monitoring"]["delivered_to"] == "claim from 127.0.0.1"
+    assert "monitoring@pve!monitoring" in node.user_cfg()
 
 
 def test_ctrl_c_and_sigterm_revoke(daemon, node, config, claim_args):

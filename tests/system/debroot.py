@@ -251,13 +251,23 @@ class Container:
         except OSError:
             return "(no console log)"
 
-    def exec(self, argv: Sequence[str], *, timeout: float = 120, check: bool = True,
-             input: Optional[str] = None) -> subprocess.CompletedProcess:
+    def _inside(self, argv: Sequence[str]) -> List[str]:
+        """`argv` as run inside the container, with a clean environment."""
         if not self.pid1:
             raise SystemRingError(f"{self.name} is not running")
         env_args = [f"{k}={v}" for k, v in CLEAN_ENV.items()]
-        return run(["nsenter", "-t", str(self.pid1), "-a", "--", "/usr/bin/env", "-i", *env_args,
-                    *argv], timeout=max(timeout, 1), check=check, input=input)
+        return ["nsenter", "-t", str(self.pid1), "-a", "--", "/usr/bin/env", "-i", *env_args, *argv]
+
+    def exec(self, argv: Sequence[str], *, timeout: float = 120, check: bool = True,
+             input: Optional[str] = None) -> subprocess.CompletedProcess:
+        return run(self._inside(argv), timeout=max(timeout, 1), check=check, input=input)
+
+    def popen(self, argv: Sequence[str]) -> subprocess.Popen:
+        """A command left running inside (stdout and stderr piped, as text). Killing the Popen
+        kills only nsenter: stop the command itself inside (see test_system.ClaimRun)."""
+        return subprocess.Popen(self._inside(argv), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(CLEAN_ENV))
 
     def sh(self, script: str, **kw) -> subprocess.CompletedProcess:
         return self.exec(["/bin/sh", "-ec", script], **kw)
@@ -268,9 +278,7 @@ class Container:
                                 src.name], stdout=subprocess.PIPE)
         try:
             untar = subprocess.run(
-                ["nsenter", "-t", str(self.pid1), "-a", "--", "/usr/bin/env", "-i",
-                 *[f"{k}={v}" for k, v in CLEAN_ENV.items()], "/bin/sh", "-ec",
-                 f'mkdir -p "{dest}" && tar -xf - -C "{dest}"'],
+                self._inside(["/bin/sh", "-ec", f'mkdir -p "{dest}" && tar -xf - -C "{dest}"']),
                 stdin=tar.stdout, capture_output=True, timeout=timeout)
         finally:
             tar.stdout.close()

@@ -8,8 +8,12 @@ steps after it at once. Secrets printed by pvemond-bootstrap are never shown in 
 from __future__ import annotations
 
 import json
+import queue
 import re
 import socket
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Set
@@ -32,9 +36,10 @@ echo "deb [signed-by=/etc/apt/keyrings/pvemond.gpg] file:{REPO_IN} ./" > /etc/ap
 apt update
 apt install pvemond
 """
-CLIENT_MODULES = {"__init__.py", "cli/__init__.py", "cli/claim.py", "formats.py", "files.py",
-                  "tlspin.py", "names.py", "pve/__init__.py", "pve/api.py"}
-HEALTH = r"""
+CLIENT_MODULES = {"__init__.py", "cli/__init__.py", "cli/claim.py", "codes.py", "formats.py",
+                  "files.py", "tlspin.py", "names.py", "pve/__init__.py", "pve/api.py"}
+# GET one path of the daemon's API over its unix socket: python3 -c API_GET SOCKET PATH.
+API_GET = r"""
 import http.client, json, socket, sys
 class Unix(http.client.HTTPConnection):
     def connect(self):
@@ -42,10 +47,13 @@ class Unix(http.client.HTTPConnection):
         self.sock.settimeout(10)
         self.sock.connect(sys.argv[1])
 conn = Unix("localhost")
-conn.request("GET", "/v1/health")
+conn.request("GET", sys.argv[2])
 resp = conn.getresponse()
 print(json.dumps({"status": resp.status, "body": json.loads(resp.read())}))
 """
+TOKEN_ID = "monitoring@pve!monitoring"
+# A runtime drop-in that holds the daemon's start back, so a restart has a window to claim in.
+SLOW_START = "/run/systemd/system/pvemond.service.d/ring-slow-start.conf"
 
 # What pveum does on a node, at the system-call level (see the test using it).
 PERL_PROBE = r"""
@@ -134,9 +142,12 @@ class Node:
         out = self.sh("dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n'").stdout
         return {ln.split()[0] for ln in out.splitlines() if len(ln.split()) > 1 and ln.split()[1] == "ii"}
 
-    def health(self) -> Dict:
-        out = self.c.exec(["python3", "-c", HEALTH, SOCKET], timeout=30).stdout
+    def api(self, path: str) -> Dict:
+        out = self.c.exec(["python3", "-c", API_GET, SOCKET, path], timeout=30).stdout
         return json.loads(out)
+
+    def health(self) -> Dict:
+        return self.api("/v1/health")
 
     def show(self, *props: str) -> Dict[str, str]:
         out = self.sh(f"systemctl show -p {','.join(props)} pvemond").stdout
@@ -156,6 +167,125 @@ class Node:
                             input=secret + "\n", timeout=60, check=False).stdout.split()
         assert found[:1] == ["0"] and len(found) == 1, \
             "the token secret appears in the journal or in /var/lib/pvemond"
+
+    def wait_state(self, state: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.show("ActiveState")["ActiveState"] != state:
+            if time.monotonic() > deadline:
+                raise SystemRingError(f"pvemond did not become {state} in {timeout:g} s")
+            time.sleep(0.1)
+
+    def slow_start(self, seconds: Optional[int]) -> None:
+        """Hold the daemon's start back `seconds` (None: not any more)."""
+        if seconds is None:
+            self.sh(f"rm -f {SLOW_START} && systemctl daemon-reload")
+            return
+        self.sh(f"mkdir -p {Path(SLOW_START).parent} && printf '[Service]\\nExecStartPre="
+                f"/bin/sleep {seconds}\\n' > {SLOW_START} && systemctl daemon-reload")
+
+    def check_claimed(self, run: "ClaimRun", rc: int, output: Path, since: float) -> None:
+        """Bootstrap saw the claim, the daemon recorded the delivery (at or after `since`), and
+        the claimed secret is the token's live secret and nowhere it must not be."""
+        assert rc == 0, f"pvemond-bootstrap exited {rc} after the claim:\n" \
+                        f"{redacted(run.stderr)}\n{redacted(json.dumps(run.events[-1:]))}"
+        assert run.events[-1]["event"] == "claimed" and run.events[-1]["peer"] == "127.0.0.1", \
+            redacted(json.dumps(run.events[-1]))
+        assert output.stat().st_mode & 0o777 == 0o600, oct(output.stat().st_mode)
+        payload = json.loads(output.read_text())
+        output.unlink()  # no copy of the secret stays on this host
+        secret = payload.pop("secret", None)
+        payload.pop("token_string", None)
+        fresh = bool(secret) and secret not in self.secrets
+        assert fresh, "the claim must hand out a new secret"
+        self.secrets.append(secret)
+        assert payload["token_id"] == TOKEN_ID, payload["token_id"]
+        tokens = {t["token_id"]: t for t in self.api("/v1/tokens")["body"]["tokens"]}
+        record = tokens.get(TOKEN_ID, {})
+        assert record.get("delivered_to") == "claim from 127.0.0.1" \
+            and (record.get("delivered_at") or 0) >= since, record
+        live = self.c.exec(["grep", "-cxF", "-f", "-", "/etc/pve/priv/token.cfg"], check=False,
+                           input=f"{TOKEN_ID} {secret}\n", timeout=30).stdout.strip()
+        assert live == "1", "the claimed secret is not the token's in /etc/pve/priv/token.cfg"
+        self.secret_nowhere(secret)
+
+
+class ClaimRun:
+    """`pvemond-bootstrap --json` in claim mode inside the container, listening on 127.0.0.1 (the
+    container shares this host's network, so a claim from this host comes from outside it)."""
+
+    def __init__(self, node: Node, ttl: int = 120):
+        self.node = node
+        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.events: List[Dict] = []
+        self.stderr = ""
+        # The shell prints its PID, then becomes bootstrap: the handle to stop it from here.
+        self.proc = node.c.popen(["/bin/sh", "-c", 'echo $$; exec pvemond-bootstrap "$@"', "sh",
+                                  "--json", "--listen", "127.0.0.1", "--port", str(free_port(8116)),
+                                  "--ttl", str(ttl)])
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.pid = int(self._next(30))
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _next(self, timeout: float) -> str:
+        try:
+            line = self.lines.get(timeout=max(timeout, 0.1))
+        except queue.Empty:
+            raise SystemRingError(f"pvemond-bootstrap said nothing for {timeout:g} s") from None
+        if line is None:
+            self.finish()
+            raise SystemRingError(f"pvemond-bootstrap ended (exit {self.proc.returncode}):\n"
+                                  f"{redacted(self.stderr)}\n{redacted(json.dumps(self.events))}")
+        return line
+
+    def wait_for(self, event: str, timeout: float = 120) -> Dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.events.append(json.loads(self._next(deadline - time.monotonic())))
+            if self.events[-1]["event"] == event:
+                return self.events[-1]
+
+    def finish(self, timeout: float = 30) -> int:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SystemRingError(f"pvemond-bootstrap still runs {timeout:g} s later") from None
+        self.reader.join(timeout=10)
+        while not self.lines.empty():
+            line = self.lines.get()
+            if line is not None:
+                self.events.append(json.loads(line))
+        self.stderr = self.proc.stderr.read()
+        return self.proc.returncode
+
+    def __enter__(self) -> "ClaimRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """SIGTERM: bootstrap cancels the claim and revokes the token, as on Ctrl-C."""
+        if self.proc.poll() is None:
+            self.node.c.exec(["kill", str(self.pid)], check=False, timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def claim_from_host(offer: Dict, workdir: Path) -> Path:
+    """pvemond-claim from this repository's source on this host, outside the container; the
+    json config (with the secret) lands in `workdir`, whose path it returns."""
+    output = workdir / "pve.json"
+    proc = debroot.run([sys.executable, "-m", "pvemond.cli.claim", f"127.0.0.1:{offer['port']}",
+                        offer["code"], "--pin", offer["pin"], "--format", "json", "-o", str(output)],
+                       env=dict(debroot.CLEAN_ENV, PYTHONPATH=str(REPO_ROOT)), timeout=60,
+                       check=False)
+    assert proc.returncode == 0, \
+        f"pvemond-claim exited {proc.returncode}:\n{redacted(proc.stderr)}{redacted(proc.stdout)}"
+    return output
 
 
 @pytest.fixture(scope="class")
@@ -353,6 +483,42 @@ class TestNode:
         assert fresh, "the second run must hand out a new secret"
         node.secrets.append(secret)
         node.secret_nowhere(secret)
+
+    def test_claim_from_outside_the_container(self, node: Node, tmp_path: Path):
+        with ClaimRun(node) as run:
+            offer = run.wait_for("claim_open")
+            since = time.time()
+            output = claim_from_host(offer, tmp_path)
+            rc = run.finish()
+        node.check_claimed(run, rc, output, since)
+
+    def test_claim_survives_a_restart_in_the_middle(self, node: Node, tmp_path: Path):
+        """`systemctl restart pvemond` after the code is shown and before it is redeemed. The
+        restart's start is held back 6 s, so bootstrap reports the claim while the daemon is
+        down and must wait for the restarted daemon to record the delivery."""
+        node.slow_start(6)
+        try:
+            with ClaimRun(node) as run:
+                offer = run.wait_for("claim_open")
+                before = node.show("MainPID")["MainPID"]
+                node.sh("systemctl restart --no-block pvemond")
+                node.wait_state("activating")
+                since = time.time()
+                output = claim_from_host(offer, tmp_path)
+                # The listener lingers 2 s after a claim (pvemond/claim.py, grace); then
+                # bootstrap reports to the daemon, which is still starting.
+                time.sleep(3)
+                during = (node.show("ActiveState")["ActiveState"], run.proc.poll())
+                rc = run.finish()
+        finally:
+            node.slow_start(None)
+        assert during == ("activating", None), \
+            f"3 s after the claim (daemon state, bootstrap exit) were {during}: bootstrap must " \
+            "still be waiting for the daemon, which must still be starting"
+        node.check_claimed(run, rc, output, since)
+        after = node.show("ActiveState", "MainPID")
+        assert after["ActiveState"] == "active" and after["MainPID"] not in (before, "0"), \
+            (before, after)
 
     def test_remove_keeps_the_configuration(self, node: Node):
         node.sh("apt-get remove -y pvemond", timeout=120)
