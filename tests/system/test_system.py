@@ -520,6 +520,27 @@ class TestNode:
         assert after["ActiveState"] == "active" and after["MainPID"] not in (before, "0"), \
             (before, after)
 
+    def test_admin_command_under_the_hardened_unit(self, node: Node):
+        """pvemond doctor runs its checks inside the unit's sandbox: a probe token over HTTPS to
+        127.0.0.1, the served certificate, a bind on the claim port. Then uninstall, the way the
+        purge message recommends."""
+        def admin(*args: str):
+            return node.c.exec(["pvemond", *args], timeout=120, check=False)
+        doctor = admin("--json", "doctor")
+        report = json.loads(doctor.stdout or "{}")
+        bad = [(c["id"], c["status"], c["what"]) for c in report.get("checks", ())
+               if c["status"] != "pass"]
+        assert doctor.returncode == 0 and report["result"] == "pass", \
+            (doctor.returncode, bad, redacted(doctor.stderr))
+        assert node.sh("test -f /usr/share/bash-completion/completions/pvemond", check=False).returncode == 0
+        tokens = json.loads(admin("--json", "tokens").stdout)["tokens"]
+        assert [t["delivered_to"] for t in tokens] == ["claim from 127.0.0.1"], tokens
+        gone = admin("uninstall", "--yes")
+        assert gone.returncode == 0 and "user monitoring@pve (and its ACLs): did remove" in gone.stdout, \
+            redacted(gone.stdout + gone.stderr)
+        cfg = node.sh("cat /etc/pve/user.cfg").stdout
+        assert "monitoring@pve" not in cfg and "role:monitoring:" not in cfg, cfg
+
     def test_remove_keeps_the_configuration(self, node: Node):
         node.sh("apt-get remove -y pvemond", timeout=120)
         status = node.sh("dpkg-query -W -f='${db:Status-Abbrev}' pvemond").stdout.strip()
