@@ -334,6 +334,10 @@ class Applier:
             self.pveum.token_remove(d.user, d.token)
         minted = self.pveum.token_add(d.user, d.token, privsep=d.privsep, expire=d.token_expire,
                                       comment=d.token_comment)
+        if exists and d.privsep:
+            # pveum drops the old token's ACL on the next parse: the token_add above. A
+            # privsep token without it authenticates and sees nothing, so it gets it back.
+            self.pveum.acl_modify(d.acl_path, d.role, tokens=[d.token_id], propagate=d.propagate)
         return minted, "re-created" if exists else "added"
 
     def revoke(self, d: Desired) -> bool:

@@ -158,6 +158,17 @@ def test_privsep_1_gets_the_paired_acl(service, node, proxy):
     assert token_works(proxy, node, m.token_id, m.secret.reveal()) == 200
 
 
+def test_privsep_1_token_keeps_its_acl_when_reminted(service, node, proxy, pve):
+    """PVE 8 has no --regenerate: remove + add, and pveum drops the old token's ACL on the
+    add. The re-minted token must get it back (else verification fails and it is revoked)."""
+    first = service.mint(caller="test", token="grafana", privsep=True)
+    service.finish_handout(first.handout, caller="test", delivered=True)
+    m = service.mint(caller="test", token="grafana", privsep=True)
+    assert m.how == ("re-created" if pve == 8 else "regenerated")
+    assert "acl:1:/:monitoring@pve,monitoring@pve!grafana:monitoring:" in node.user_cfg()
+    assert token_works(proxy, node, m.token_id, m.secret.reveal()) == 200
+
+
 def test_dry_run_writes_nothing(service, node):
     node.clear_calls()
     plan = service.converge(caller="test", dry_run=True)
