@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from pvemond import config, formats
+from pvemond import claim, config, formats
 from pvemond.cli import handoff
 from pvemond.cli.report import Reporter
 from pvemond.client import ApiError, Client, DaemonDown
@@ -139,7 +139,7 @@ def bootstrap(client: Client, out: Reporter, cfg: config.Config, args: argparse.
             return deliver_claim(client, out, cfg, handout, payload)
     except (Exception, KeyboardInterrupt, Interrupted) as exc:
         return _abandon(client, out, handout, _what(exc))
-    client.finish_handout(handout, delivered=True, to=target)
+    _record_delivery(client, handout, target)
     return EXIT_OK
 
 
@@ -176,7 +176,7 @@ def deliver_claim(client: Client, out: Reporter, cfg: config.Config, handout: st
         listener.cancel()
         raise
     if outcome.status == "claimed":
-        _record_claim(client, handout, f"claim from {outcome.peer}")
+        _record_delivery(client, handout, f"claim from {outcome.peer}")
         out.claimed(outcome.peer or "?", outcome.at or time.time())
         return EXIT_OK
     why = CLAIM_WHY[outcome.status]
@@ -185,10 +185,11 @@ def deliver_claim(client: Client, out: Reporter, cfg: config.Config, handout: st
     return _abandon(client, out, handout, why, CLAIM_EXIT[outcome.status])
 
 
-def _record_claim(client: Client, handout: str, to: str) -> None:
-    """Tell the daemon the claim was redeemed, waiting out a restart of the daemon: the monitoring
-    host already holds the secret, and an unfinished hand-out gets the token revoked."""
+def _record_delivery(client: Client, handout: str, to: str) -> None:
+    """Tell the daemon the secret was delivered, waiting out a restart of the daemon: the
+    consumer already holds the secret, and an unfinished hand-out gets the token revoked."""
     deadline = time.monotonic() + RESTART_GRACE
+    retried = False
     while True:
         try:
             client.finish_handout(handout, delivered=True, to=to)
@@ -196,7 +197,12 @@ def _record_claim(client: Client, handout: str, to: str) -> None:
         except DaemonDown:
             if time.monotonic() >= deadline:
                 raise
+            retried = True
             time.sleep(0.5)
+        except ApiError as exc:
+            if retried and exc.code == "no_such_handout":
+                return  # the connection broke after the daemon had recorded it
+            raise
 
 
 def _wait(listener: handoff.Listener, out: Reporter, offer: handoff.Offer) -> claim.Outcome:

@@ -28,7 +28,6 @@ from pvemond.pve import api
 DEFAULT_PORT = 8116
 ROUTE = "/v1/claim"
 MAX_PAYLOAD = 1 << 20
-# The node's alphabet (pvemond/claim.py, which this host need not have): no 0/O, 1/I.
 
 (EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_PIN, EXIT_WRONG_CODE, EXIT_EXPIRED, EXIT_CLAIMED,
  EXIT_BURNED, EXIT_NOT_ALLOWED, EXIT_NETWORK, EXIT_OUTPUT, EXIT_CHECK, EXIT_RATE) = range(13)

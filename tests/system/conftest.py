@@ -1,4 +1,4 @@
-"""The system ring (DESIGN.md, "Testing, in four rings", ring 4).
+"""The system ring: the fourth and outermost ring of tests (the .deb in booted Debian containers).
 
 It runs when asked for by path (`pytest tests/system`, which `make test-system` does) or with
 PVEMOND_SYSTEM=1; a plain `pytest` of the whole tree leaves it out and says so in its header,
