@@ -7,7 +7,6 @@ key from a root-only file.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import socket
 import struct

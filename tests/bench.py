@@ -42,16 +42,29 @@ def converge_figures(work: Path, pve: int) -> None:
     node.set(auth_fail_delay=0.0, delay=PVEUM_DELAY)
     with node.start_proxy() as proxy:
         config = write_config(work / f"pvemond{pve}.yaml", node, proxy.url, work / f"d{pve}",
-                              daemon={"log_level": "warning"})
+                              daemon={"log_level": "warning"},
+                              claim={"listen": "127.0.0.1", "port": _free_port()})
         (work / f"d{pve}").mkdir()
         with Daemon(config, work / f"pvemond{pve}.log") as daemon:
             for label in ("fresh", "rerun"):
                 calls, wall = timed_bootstrap(config, node)
                 bench(f"pve{pve}_{label}_pveum_calls", calls, "calls")
                 bench(f"pve{pve}_{label}_wall", wall, "s")
+            doctor_figures(config, node, pve)
             if pve == 9:
                 node.set(delay=0.0)
                 daemon_figures(daemon)
+
+
+def doctor_figures(config: Path, node: SimNode, pve: int) -> None:
+    """`pvemond doctor` on a healthy node: every check, the probe token's two pveum runs."""
+    node.clear_calls()
+    start = time.monotonic()
+    r = run_cli("admin", "doctor", config=config)
+    if r.returncode:
+        raise SystemExit(f"doctor failed: {r.stdout}{r.stderr}")
+    bench(f"pve{pve}_doctor_wall", time.monotonic() - start, "s")
+    bench(f"pve{pve}_doctor_pveum_calls", len(node.calls()), "calls")
 
 
 def daemon_figures(daemon: Daemon) -> None:
@@ -71,6 +84,12 @@ def daemon_figures(daemon: Daemon) -> None:
     # PSS splits the pages master and worker share after fork: the memory they take in all.
     bench("daemon_idle_pss", sum(_kib(pid, "smaps_rollup", "Pss:") for pid in pids) / 1024, "MiB")
     bench("daemon_processes", len(daemon.pids()), "processes")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _kib(pid: int, file: str, key: str) -> int:

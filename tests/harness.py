@@ -6,9 +6,11 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
@@ -30,6 +32,17 @@ def write_config(path: Path, sim, proxy_url: str, workdir: Path, **sections: Dic
         cfg.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def token_works(proxy, node, token_id: str, secret: str) -> int:
+    """The HTTP status pveproxy (the simulator's) answers a GET /version with this token."""
+    ctx = ssl.create_default_context(cafile=str(node.ca_pem))
+    req = urllib.request.Request(proxy.url + "/api2/json/version",
+                                 headers={"Authorization": f"PVEAPIToken={token_id}={secret}"})
+    try:
+        return urllib.request.urlopen(req, context=ctx, timeout=10).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def env_for(config: Path) -> Dict[str, str]:

@@ -7,15 +7,12 @@ import json
 import re
 import signal
 import socket
-import ssl
 import subprocess
-import urllib.request
 from pathlib import Path
 from typing import Dict, List
 
-import pytest
 
-from harness import REPO, Bootstrap, cli, env_for, run_cli
+from harness import REPO, Bootstrap, cli, env_for, run_cli, token_works
 
 U = "monitoring@pve"
 
@@ -58,13 +55,7 @@ def claimed_token(config: Path, b: Bootstrap, out: Path) -> str:
 
 
 def login(proxy, node, name: str, secret: str) -> int:
-    ctx = ssl.create_default_context(cafile=str(node.ca_pem))
-    req = urllib.request.Request(proxy.url + "/api2/json/version",
-                                 headers={"Authorization": f"PVEAPIToken={U}!{name}={secret}"})
-    try:
-        return urllib.request.urlopen(req, context=ctx, timeout=10).status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    return token_works(proxy, node, f"{U}!{name}", secret)
 
 
 def by_name(tokens: List[Dict]) -> Dict[str, Dict]:

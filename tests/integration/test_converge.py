@@ -3,11 +3,10 @@ in-process: real pveum stand-in, real user.cfg, real HTTPS verification)."""
 from __future__ import annotations
 
 import dataclasses
-import ssl
-import urllib.request
 
 import pytest
 
+from harness import token_works
 from pvemond import config
 from pvemond.service import NodeService, ServiceError
 
@@ -42,16 +41,6 @@ def writes(node) -> list:
 
 def call_words(node) -> list:
     return [" ".join(c["argv"][:3]) for c in node.calls()]
-
-
-def token_works(proxy, node, token_id: str, secret: str) -> int:
-    ctx = ssl.create_default_context(cafile=str(node.ca_pem))
-    req = urllib.request.Request(proxy.url + "/api2/json/version",
-                                 headers={"Authorization": f"PVEAPIToken={token_id}={secret}"})
-    try:
-        return urllib.request.urlopen(req, context=ctx, timeout=10).status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def test_fresh_node(service, node, proxy):
