@@ -120,7 +120,8 @@ def claim_round_trip(work: Path) -> None:
 
 LISTENER = """
 import sys, ipaddress
-from pvemond.claim import ClaimListener, new_code
+from pvemond.claim import ClaimListener
+from pvemond.codes import new_code
 l = ClaimListener(b"{}", new_code(), sys.argv[1], sys.argv[2], host="127.0.0.1", port=0,
                   ttl=600, max_attempts=10**9, rate=1e9, burst=10**9)
 print(l.bind()[1], flush=True)
@@ -133,8 +134,11 @@ def flood_figures(work: Path, requests: int = 2000, threads: int = 8) -> None:
     cert = work / "claimnode" / "etc" / "pve" / "local"
     proc = subprocess.Popen([sys.executable, "-c", LISTENER, str(cert / "pve-ssl.pem"),
                              str(cert / "pve-ssl.key")], stdout=subprocess.PIPE, text=True,
-                            env=env_for(work / "claim.yaml"), stderr=subprocess.DEVNULL)
-    port = int(proc.stdout.readline())
+                            env=env_for(work / "claim.yaml"), stderr=(work / "flood.err").open("w"))
+    first = proc.stdout.readline()
+    if not first.strip().isdigit():
+        raise SystemExit(f"the claim listener did not start: {(work / 'flood.err').read_text()}")
+    port = int(first)
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     body = b'{"code": "2222-3333-4444"}'

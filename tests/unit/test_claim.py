@@ -803,3 +803,10 @@ def test_check_blames_the_firewall_when_refused(listen, pki, capsys, tmp_path):
     rc, _, err = run_cli(capsys, run.target, CODE, "--pin", pki.pin, "--check",
                          "-o", str(tmp_path / "pve.yml"))
     assert rc == 11 and "firewall" in err and "8006" in err
+
+
+def test_the_benchmark_listener_script_imports():
+    """`make bench` runs this snippet in a subprocess; a rename must fail here, not silently there."""
+    import bench
+    header = bench.LISTENER.split("\nl = ")[0]
+    exec(compile(header, "bench.LISTENER", "exec"), {})
