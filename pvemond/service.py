@@ -210,7 +210,9 @@ class NodeService:
         """Run every check; with `fix`, converge what the checks found fixable and check again."""
         checks = self._checks()
         fixed: List[Dict[str, Any]] = []
-        if fix and any(c.fixable and c.status == doctor.FAIL for c in checks):
+        failed = {c.id for c in checks if c.status == doctor.FAIL}
+        writable = not failed & {"node", "quorum", "privileges"}  # else a converge is refused
+        if fix and writable and any(c.fixable and c.id in failed for c in checks):
             fixed = self._fix(caller)
             checks = self._checks()
         worst = next((s for s in (doctor.FAIL, doctor.WARN) if any(c.status == s for c in checks)),
@@ -352,6 +354,7 @@ class NodeService:
                                               comment="pvemond doctor probe, removed at once")
             except P.PveumError as exc:
                 return doctor.Probe(0, error=str(exc))
+            audit.info("doctor probe token=%s minted (expires in 600 s, removed at once)", d.token_id)
             try:
                 r = api.get(self.cfg.node.pveproxy_url, f"/access/permissions?path={d.acl_path}",
                             minted.full_id, minted.secret.reveal(), cafile=self._trust())
