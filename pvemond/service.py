@@ -180,6 +180,11 @@ class NodeService:
         d = self.desired(token)
         with self._exclusive():
             self._require_writable(d)
+            busy = self._pending_for(d.token_id)
+            if busy:
+                raise ServiceError("handout_in_progress", f"token {d.token_id} is being handed out "
+                                   f"right now (by {busy['caller']}, until {_clock(busy['deadline'])}); "
+                                   "cancel that pvemond-bootstrap (Ctrl-C) instead", 409)
             step = access.token_teardown(usercfg.read(self.cfg.node.pve_dir), d)
             if step.change == access.ABSENT:
                 raise ServiceError("no_such_token", f"{d.user} has no token {token} "
@@ -200,8 +205,9 @@ class NodeService:
             if dry_run:
                 return {"dry_run": True, "steps": [s.describe() for s in plan.steps]}
             if busy:
-                raise ServiceError("handout_in_progress", f"a hand-out of {busy[0]['token_id']} is "
-                                   "open; wait for its bootstrap to finish (or stop it)", 409)
+                raise ServiceError("handout_in_progress", f"token {busy[0]['token_id']} is being "
+                                   "handed out right now; wait for its pvemond-bootstrap to finish, "
+                                   "or cancel it (Ctrl-C)", 409)
             self._apply(plan, caller, "uninstall")
             self.store.update(lambda s: (s["tokens"].clear(), s["handouts"].clear()))
         return {"dry_run": False, "steps": [s.describe() for s in plan.steps]}

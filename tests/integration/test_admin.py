@@ -163,6 +163,10 @@ def test_status_shows_node_access_tokens_and_open_claims(daemon, node, config):
     try:
         human = admin(config, "status").stdout
         data = admin_json(config, "status")
+        for args in (("revoke", "zabbix"), ("uninstall", "--yes")):
+            busy = admin(config, *args)  # neither may pull the token from under the claim
+            assert busy.returncode == 1 and "is being handed out right now" in busy.stderr, busy.stderr
+        assert f"{U}!zabbix" in node.user_cfg()
     finally:
         b.signal(signal.SIGINT)
         assert b.finish() == 6
