@@ -315,11 +315,11 @@ class ClaimListener:
         except Exception as exc:  # a bug must cost one connection, never the listener
             self._log.error("claim listener: internal error with %s: %s", ip, type(exc).__name__)
         finally:
-            (tls or conn).close()
             with self._lock:
                 self._conns.discard(conn)
                 self._workers.discard(threading.current_thread())
-            self._slots.release()
+            self._slots.release()  # before the close: a peer that sees EOF finds its slot free
+            (tls or conn).close()
 
     def _exchange(self, tls: ssl.SSLSocket, ip: str, deadline: float) -> None:
         reader = _Reader(tls, deadline)
