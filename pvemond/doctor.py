@@ -225,10 +225,10 @@ def certificate(i: Inputs, reach: Check) -> Check:
     if pveproxy.verifies(url, str(node.ca_file(pve_dir))):
         return Check("certificate", PASS, f"{cert_file.name}, issued by the cluster CA, valid and "
                      "naming this node's addresses")
-    if pveproxy.verifies(url, None):
-        return Check("certificate", WARN, f"{cert_file.name} is issued by a public CA, not the cluster CA",
-                     "configs that trust only pve-root-ca.pem fail TLS verification",
-                     "on the monitoring host verify with the system trust store, not the cluster CA")
+    if pveproxy.verifies(url, None):  # e.g. ACME: consumers get system trust (payload version 2)
+        return Check("certificate", PASS, f"{cert_file.name}, issued by a CA in the system trust "
+                     "store (not the cluster CA), valid and naming this node's addresses; configs "
+                     "written before it came must drop their pve-root-ca.pem")
     return Check("certificate", FAIL, f"{cert_file.name} is issued by neither the cluster CA nor a "
                  "trusted CA", "TLS verification errors on the monitoring host",
                  "pvenode cert delete (back to the cluster CA's certificate), or install a valid one")

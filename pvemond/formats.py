@@ -13,7 +13,10 @@ from typing import Callable
 
 FORMATS: tuple[str, ...] = (
     "pve-exporter", "env", "telegraf", "zabbix", "proxmoxer", "json", "curl")
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 1  # the node's certificate is the cluster CA's: ca_pem holds that CA
+# Version 2 adds "trust": "system" and ca_pem null: pveproxy serves a custom (e.g. ACME)
+# certificate, which the consumer's own trust store verifies. A node writes 1 whenever it can.
+SYSTEM_TRUST_VERSION = 2
 PVE_PORT = 8006  # pveproxy's port is fixed
 HEADER = "# written by pvemond-claim"  # also how a re-run finds its own comment in pve.yml
 
@@ -47,12 +50,17 @@ class Token:
     cluster: str | None
     node: str
     nodes: tuple[Node, ...]
-    ca_path: str
+    ca_path: str | None  # None: verify with the system's trust store (system_trust)
 
     @property
     def primary(self) -> Node:
         """The node single-host consumers talk to (the payload lists it first)."""
         return self.nodes[0]
+
+    @property
+    def verify(self) -> str:
+        """What a consumer's verify setting says: the CA file, or plain "true"."""
+        return self.ca_path or "true"
 
     @property
     def where(self) -> str:
@@ -83,13 +91,18 @@ def _nodes(raw: object) -> tuple[Node, ...]:
 
 def _check_version(payload: dict) -> None:
     version = payload.get("version")
-    if version != PAYLOAD_VERSION:
+    if version not in (PAYLOAD_VERSION, SYSTEM_TRUST_VERSION):
         raise FormatError(f"payload version {version!r} is not supported (this pvemond-claim "
-                          f"reads version {PAYLOAD_VERSION}); install the pvemond-claim that "
-                          "matches the node's pvemond")
+                          f"reads versions {PAYLOAD_VERSION} and {SYSTEM_TRUST_VERSION}); install "
+                          "the pvemond-claim that matches the node's pvemond")
 
 
-def _token(payload: object, ca_path: str) -> Token:
+def system_trust(payload: dict) -> bool:
+    """The node's certificate is verified by the consumer's trust store, not by a CA we ship."""
+    return payload.get("version") == SYSTEM_TRUST_VERSION and payload.get("trust") == "system"
+
+
+def _token(payload: object, ca_path: str | None) -> Token:
     if not isinstance(payload, dict):
         raise FormatError(f"payload must be a JSON object, got {type(payload).__name__}")
     _check_version(payload)
@@ -98,7 +111,7 @@ def _token(payload: object, ca_path: str) -> Token:
                                                   "token_string", "node")},
         cluster=None if payload.get("cluster") is None else _text(payload["cluster"], "cluster"),
         nodes=_nodes(payload.get("nodes")),
-        ca_path=_text(ca_path, "ca_path"),
+        ca_path=None if system_trust(payload) else _text(ca_path, "ca_path"),
     )
     _check_consistent(tok)
     return tok
@@ -182,7 +195,7 @@ def _exporter_lines(tok: Token, module: str) -> list[str]:
         f"  user: {yaml_scalar(tok.user)}",
         f"  token_name: {yaml_scalar(tok.token_name)}",
         f"  token_value: {yaml_scalar(tok.secret)}",
-        f"  verify_ssl: {yaml_scalar(tok.ca_path)}",
+        f"  verify_ssl: {yaml_scalar(tok.ca_path) if tok.ca_path else 'true'}",
     ]
 
 
@@ -197,17 +210,18 @@ def render_env(tok: Token) -> str:
     pairs = [
         ("PVE_USER", tok.user), ("PVE_TOKEN_NAME", tok.token_name),
         ("PVE_TOKEN_VALUE", tok.secret), ("PVE_VERIFY_SSL", "true"),
-        ("REQUESTS_CA_BUNDLE", tok.ca_path),
+        *([("REQUESTS_CA_BUNDLE", tok.ca_path)] if tok.ca_path else []),
         None,
         ("PROXMOX_HOST", tok.primary.address), ("PROXMOX_USER", tok.user),
         ("PROXMOX_TOKEN_NAME", tok.token_name), ("PROXMOX_TOKEN_VALUE", tok.secret),
-        ("PROXMOX_VERIFY_SSL", tok.ca_path),
+        ("PROXMOX_VERIFY_SSL", tok.verify),
     ]
     head = [
         f"{HEADER} for {tok.where}",
         "# load: set -a; . ./FILE; set +a   (docker compose env_file reads it too;",
         "# `docker run --env-file` keeps quotes literally, so use compose or the shell there)",
-        "# prometheus-pve-exporter, environment mode; REQUESTS_CA_BUNDLE makes it trust the CA",
+        "# prometheus-pve-exporter, environment mode; " + ("REQUESTS_CA_BUNDLE makes it trust the CA"
+                                                           if tok.ca_path else "the system's CAs verify"),
     ]
     body = ["# proxmoxer scripts and MCP servers" if p is None else f"{p[0]}={sh_quote(p[1])}"
             for p in pairs]
@@ -233,8 +247,9 @@ def render_telegraf(tok: Token) -> str:
             f"  base_url = {_telegraf_value(node.url, 'the node URL')}",
             f"  api_token = {_telegraf_value(tok.token_string, 'the token')}",
             f"  node_name = {_telegraf_value(node.name, 'the node name')}",
-            f"  tls_ca = {_telegraf_value(tok.ca_path, 'the CA path')}",
         ]
+        if tok.ca_path:  # else Telegraf verifies with the system's CAs
+            out.append(f"  tls_ca = {_telegraf_value(tok.ca_path, 'the CA path')}")
     return "\n".join(out) + "\n"
 
 
@@ -260,6 +275,9 @@ def _zabbix_comments(tok: Token) -> list[str]:
     ]
     if others:
         out.append(f"# Other nodes, if {{$PVE.URL.HOST}} goes down: {others}")
+    if not tok.ca_path:
+        return out + ["# The node's certificate is publicly trusted: keep \"SSL verify peer\" and",
+                      "# \"SSL verify host\" on in the template's HTTP items; no CA to install."]
     return out + [
         "# Zabbix has no CA macro. To keep TLS verified, trust the cluster CA on the Zabbix",
         "# server/proxy that polls the node, e.g. on Debian:",
@@ -286,7 +304,8 @@ def render_proxmoxer(tok: Token) -> str:
     others = ", ".join(repr(n.address) for n in tok.nodes[1:])
     out = [
         f"{HEADER} for {tok.where}",
-        "# verify_ssl is the cluster CA, so TLS stays verified against the node's certificate",
+        "# verify_ssl is the cluster CA, so TLS stays verified against the node's certificate"
+        if tok.ca_path else "# verify_ssl=True: the system's CAs verify the node's certificate",
     ]
     if others:
         out.append(f"# the other nodes answer the same API: {others}")
@@ -298,7 +317,7 @@ def render_proxmoxer(tok: Token) -> str:
         f"    user={tok.user!r},",
         f"    token_name={tok.token_name!r},",
         f"    token_value={tok.secret!r},",
-        f"    verify_ssl={tok.ca_path!r},",
+        f"    verify_ssl={tok.ca_path or True!r},",
         f"    port={PVE_PORT},",
         ")",
         "# e.g. proxmox.cluster.resources.get(type=\"vm\")",
@@ -312,8 +331,9 @@ def render_json(payload: dict, tok: Token) -> str:
 
 def render_curl(tok: Token) -> str:
     header = sh_quote(f"Authorization: PVEAPIToken={tok.token_string}")
-    out = [f"{HEADER} for {tok.where}: the token against each node, TLS verified with the CA"]
-    out += [f"curl --cacert {sh_quote(tok.ca_path)} -H {header} "
+    cacert = f"--cacert {sh_quote(tok.ca_path)} " if tok.ca_path else ""
+    out = [f"{HEADER} for {tok.where}: the token against each node, TLS verified"]
+    out += [f"curl {cacert}-H {header} "
             f"{sh_quote(node.url.rstrip('/') + '/version')}" for node in tok.nodes]
     return "\n".join(out) + "\n"
 
@@ -329,7 +349,7 @@ _RENDERERS: dict[str, Callable[[dict, Token, str | None], str]] = {
 }
 
 
-def render(fmt: str, payload: dict, *, ca_path: str, existing: str | None = None) -> str:
+def render(fmt: str, payload: dict, *, ca_path: str | None, existing: str | None = None) -> str:
     """The text for `fmt`. `existing` (the output file's current text) matters to pve-exporter
     only, which merges its module into it."""
     if fmt not in _RENDERERS:

@@ -430,12 +430,15 @@ class NodeService:
         """What a consumer needs besides the secret: where to connect and how to trust it."""
         n = self.cfg.node
         cert, _ = node.tls_files(n.pve_dir)
-        return {"version": formats.PAYLOAD_VERSION, "user": d.user, "token_name": d.token,
+        trust = {"version": formats.PAYLOAD_VERSION,
+                 "ca_pem": node.ca_file(n.pve_dir).read_text(encoding="ascii")}
+        if self._trust() is None:  # a custom certificate, which _verify_https checked that way
+            trust = {"version": formats.SYSTEM_TRUST_VERSION, "trust": "system", "ca_pem": None}
+        return {**trust, "user": d.user, "token_name": d.token,
                 "token_id": d.token_id, "privsep": int(d.privsep), "cluster": f.cluster.name if f.cluster else None,
                 "node": f.cluster.nodename if f.cluster else None,
                 "nodes": node.node_endpoints(f.cluster, n.pve_dir),
                 "pve_version": f.version.version if f.version else None,
-                "ca_pem": node.ca_file(n.pve_dir).read_text(encoding="ascii"),
                 "fingerprint": node.fingerprint(cert), "privileges": privs}
 
 

@@ -147,16 +147,20 @@ def deliver_local(out: Reporter, cfg: config.Config, args: argparse.Namespace,
                   payload: Dict[str, Any]) -> str:
     """Render the consumer's config and write it where the admin asked; return where."""
     fmt = args.format or "json"
+    system = formats.system_trust(payload)  # a custom certificate: no CA of ours to point at
     if not args.output:
-        ca = str(node.ca_file(cfg.node.pve_dir))
+        ca = None if system else str(node.ca_file(cfg.node.pve_dir))
         out.deliver(formats.render(fmt, payload, ca_path=ca))
         return "stdout"
     output = Path(args.output).absolute()
-    ca_path = output.with_name(f"pve-{formats.module_name(payload)}-ca.pem")
-    text = formats.render(fmt, payload, ca_path=str(ca_path), existing=read_optional(str(output)))
-    write_private(str(ca_path), payload["ca_pem"], mode=0o644)
+    ca_path = None if system else output.with_name(f"pve-{formats.module_name(payload)}-ca.pem")
+    text = formats.render(fmt, payload, ca_path=ca_path and str(ca_path),
+                          existing=read_optional(str(output)))
+    if ca_path:
+        write_private(str(ca_path), payload["ca_pem"], mode=0o644)
     write_private(str(output), text)
-    out.note(f"wrote the {fmt} config to {output} (mode 0600) and the cluster CA to {ca_path}")
+    out.note(f"wrote the {fmt} config to {output} (mode 0600)"
+             + (f" and the cluster CA to {ca_path}" if ca_path else "; the system CAs verify the node"))
     return f"file {output}"
 
 

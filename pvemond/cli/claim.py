@@ -76,7 +76,7 @@ class Failure(Exception):
 @dataclass(frozen=True)
 class Written:
     config: Optional[str]  # None: printed on stdout
-    ca_path: str
+    ca_path: Optional[str]  # None: the system CAs verify the node (formats.system_trust)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -411,16 +411,19 @@ def write_output(fmt: str, output: Optional[str], payload: Dict[str, Any]) -> Wr
     try:
         module = formats.module_name(payload)
         ca_pem = payload.get("ca_pem")
-        tlspin.pem_to_der(ca_pem if isinstance(ca_pem, str) else "")
-        ca_path = os.path.join(os.path.dirname(target) if target else os.getcwd(),
-                               f"pve-{module}-ca.pem")
+        ca_path = None  # system trust: the host's own CAs verify the node, no file to write
+        if not formats.system_trust(payload):
+            tlspin.pem_to_der(ca_pem if isinstance(ca_pem, str) else "")
+            ca_path = os.path.join(os.path.dirname(target) if target else os.getcwd(),
+                                   f"pve-{module}-ca.pem")
         formats.render(fmt, payload, ca_path=ca_path)  # the payload itself is sound
     except (formats.FormatError, ValueError) as exc:
         raise Failure(EXIT_UNEXPECTED, f"the node's payload cannot be used ({exc}); {lost}") from None
     try:
         text = formats.render(fmt, payload, ca_path=ca_path,
                               existing=files.read_optional(target) if target else None)
-        files.write_private(ca_path, ca_pem, mode=0o644)
+        if ca_path:
+            files.write_private(ca_path, ca_pem, mode=0o644)
         if target:
             files.write_private(target, text)
         else:
@@ -447,7 +450,8 @@ def report(fmt: str, payload: Dict[str, Any], written: Written, where: str) -> N
         out.append(f"  wrote {fmt} config to {written.config} (mode 0600)")
     else:
         out.append(f"  printed the {fmt} config on stdout")
-    out += [f"  wrote the cluster CA to {written.ca_path}",
+    out += [f"  wrote the cluster CA to {written.ca_path}" if written.ca_path else
+            "  no CA file: the node's certificate is verified by this host's system CAs",
             f"  token       {_clean(payload['token_id'])} (privsep {payload.get('privsep', 0)})",
             f"  privileges  {_clean(_privileges(payload))}",
             "  next: " + _NEXT[fmt].format(file=written.config or "FILE", module=module,
@@ -458,7 +462,7 @@ def report(fmt: str, payload: Dict[str, Any], written: Written, where: str) -> N
 # ---------------------------------------------------------------------------------------------
 # --check: the token against the node's API, TLS verified by the CA just written
 
-def check(payload: Dict[str, Any], ca_path: str, timeout: float) -> int:
+def check(payload: Dict[str, Any], ca_path: Optional[str], timeout: float) -> int:
     url = payload["nodes"][0]["url"]
 
     def call(path: str) -> api.Response:
@@ -505,7 +509,7 @@ def _judge(url: str, version: Any, resources: Any) -> int:
     return EXIT_OK
 
 
-def _unreachable(exc: api.ApiUnreachable, url: str, ca_path: str, timeout: float) -> str:
+def _unreachable(exc: api.ApiUnreachable, url: str, ca_path: Optional[str], timeout: float) -> str:
     cause = exc.__context__  # api.get raises `from None`; the cause is still recorded here
     host = _host_of(url)
     if isinstance(cause, ssl.SSLCertVerificationError):
@@ -525,10 +529,14 @@ def _host_of(url: str) -> str:
     return urlsplit(url).hostname or url
 
 
-def _tls_advice(cause: ssl.SSLCertVerificationError, url: str, ca_path: str,
+def _tls_advice(cause: ssl.SSLCertVerificationError, url: str, ca_path: Optional[str],
                 timeout: float) -> str:
     host = _host_of(url)
     sans = peer_sans(url, ca_path, timeout)
+    if sans is None and ca_path is None:
+        return (f"TLS verification of {url} failed ({_clean(cause.verify_message)}): this host's "
+                "system CAs do not trust the node's certificate; install its issuing CA "
+                "(update-ca-certificates) or ask the node's admin which CA signed it")
     if sans is None:
         return (f"TLS verification of {url} failed ({_clean(cause.verify_message)}): the "
                 f"certificate on port 8006 is not signed by the cluster CA in {ca_path} (a "
@@ -539,7 +547,7 @@ def _tls_advice(cause: ssl.SSLCertVerificationError, url: str, ca_path: str,
             "(e.g. in the config's host or URL)")
 
 
-def peer_sans(url: str, ca_path: str, timeout: float) -> Optional[List[Tuple[str, str]]]:
+def peer_sans(url: str, ca_path: Optional[str], timeout: float) -> Optional[List[Tuple[str, str]]]:
     """The SANs of the certificate on `url`, verified against the CA but not the name; None when
     it does not chain to the CA or cannot be reached."""
     parts = urlsplit(url)

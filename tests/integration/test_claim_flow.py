@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from harness import Bootstrap, run_cli
+from harness import Bootstrap, Daemon, run_cli, write_config
 from pvemond.client import Client
 
 
@@ -101,3 +101,25 @@ def test_firewall_warning_names_the_rule(daemon, node, config, claim_args):
     assert any(f"pvesh create /nodes/pve1/firewall/rules --type in --action ACCEPT --proto tcp "
                f"--dport {offer['port']} --source 192.0.2.20 --enable 1" in w
                for w in offer["warnings"])
+
+
+def test_custom_certificate_is_verified_by_the_system_cas(tmp_path, node, claim_args, monkeypatch):
+    """pveproxy serves an ACME-style certificate (not the cluster CA's): the node verifies the new
+    token with the system's CAs, and the consumer config keeps TLS verification on with no CA
+    file. SSL_CERT_FILE stands in for a public CA in the system store."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(node.custom_ca_pem))
+    node.install_custom_cert()
+    with node.start_proxy() as proxy:
+        config = write_config(tmp_path / "pvemond.yaml", node, proxy.url, tmp_path)
+        with Daemon(config, tmp_path / "daemon.log"):
+            b = Bootstrap(config, *claim_args)
+            offer = b.wait_for("claim_open")
+            out = tmp_path / "mon" / "pve.yml"
+            out.parent.mkdir()
+            r = run_cli("claim", f"127.0.0.1:{offer['port']}", offer["code"], "--pin", offer["pin"],
+                        "--format", "pve-exporter", "-o", str(out), config=config)
+            assert r.returncode == 0, r.stderr
+            assert b.finish() == 0, b.stderr
+    assert "no CA file: the node's certificate is verified by this host's system CAs" in r.stderr
+    assert yaml.safe_load(out.read_text())["pve1"]["verify_ssl"] is True
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pve.yml"]

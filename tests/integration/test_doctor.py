@@ -266,6 +266,15 @@ def test_certificate_from_an_unknown_ca(ready):
     assert_passes(ready.doctor())
 
 
+def test_certificate_from_a_ca_the_system_trusts(ready, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(ready.node.custom_ca_pem))  # a public CA's stand-in
+    ready.node.install_custom_cert()
+    ready.restart_proxy()
+    report = ready.doctor()
+    assert_passes(report)
+    assert "system trust store (not the cluster CA)" in check(report, "certificate")["what"]
+
+
 def test_firewall_on_without_rules(ready):
     fw = ready.node.pve_dir / "firewall"
     fw.mkdir(exist_ok=True)

@@ -101,7 +101,7 @@ def _mutated(change) -> dict:
     (lambda p: p.update(nodes=[]), "'nodes' must be a non-empty list"),
     (lambda p: p["nodes"][1].pop("url"), r"'nodes\[1\]\.url'"),
     (lambda p: p["nodes"].append("pve9"), r"'nodes\[3\]' must be an object"),
-    (lambda p: p.update(version=2), "payload version 2 is not supported"),
+    (lambda p: p.update(version=3), "payload version 3 is not supported"),
 ])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_bad_payload_is_refused_by_every_format(fmt, change, message):
@@ -535,3 +535,34 @@ def test_curl_survives_paste_into_interactive_bash(tmp_path: Path):
     words = proc.stdout.decode().split("\0")
     assert words.count(f"Authorization: PVEAPIToken={payload['token_string']}") == 3
     assert words.count(HOSTILE_CA) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# A custom (e.g. ACME) certificate on 8006: payload version 2, verified by the system's CAs
+
+def system_payload() -> dict:
+    return dict(make_payload(), version=2, trust="system", ca_pem=None)
+
+
+def test_system_trust_keeps_verification_on_without_a_ca_file():
+    p = system_payload()
+    assert yaml.safe_load(render("pve-exporter", p, ca_path=None))["prod"]["verify_ssl"] is True
+    env = render("env", p, ca_path=None)
+    assert "REQUESTS_CA_BUNDLE" not in env and "PROXMOX_VERIFY_SSL='true'" in env
+    assert "PVE_VERIFY_SSL='true'" in env
+    blocks = load_toml(render("telegraf", p, ca_path=None))["inputs"]["proxmox"]
+    assert len(blocks) == 3 and not any("tls_ca" in b for b in blocks)
+    assert "no CA to install" in render("zabbix", p, ca_path=None)
+    assert "verify_ssl=True," in render("proxmoxer", p, ca_path=None)
+    assert json.loads(render("json", p, ca_path=None))["ca_path"] is None
+    curl = render("curl", p, ca_path=None)
+    assert "--cacert" not in curl and "--insecure" not in curl and curl.count("curl -H ") == 3
+
+
+def test_a_ca_path_is_ignored_only_under_system_trust():
+    with pytest.raises(FormatError, match="ca_path"):
+        render("curl", make_payload(), ca_path=None)
+    assert "--cacert" not in render("curl", system_payload(), ca_path=CA)
+    not_system = dict(system_payload(), trust="cluster-ca")
+    with pytest.raises(FormatError, match="ca_path"):
+        render("curl", not_system, ca_path=None)
