@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import Bootstrap, Daemon, env_for, run_cli, write_config
+from harness import Bootstrap, Daemon, env_for, free_port, run_cli, write_config
 from pvemond.client import Client
 from pvesim.node import SimNode
 
@@ -43,7 +43,7 @@ def converge_figures(work: Path, pve: int) -> None:
     with node.start_proxy() as proxy:
         config = write_config(work / f"pvemond{pve}.yaml", node, proxy.url, work / f"d{pve}",
                               daemon={"log_level": "warning"},
-                              claim={"listen": "127.0.0.1", "port": _free_port()})
+                              claim={"listen": "127.0.0.1", "port": free_port()})
         (work / f"d{pve}").mkdir()
         with Daemon(config, work / f"pvemond{pve}.log") as daemon:
             for label in ("fresh", "rerun"):
@@ -84,12 +84,6 @@ def daemon_figures(daemon: Daemon) -> None:
     # PSS splits the pages master and worker share after fork: the memory they take in all.
     bench("daemon_idle_pss", sum(_kib(pid, "smaps_rollup", "Pss:") for pid in pids) / 1024, "MiB")
     bench("daemon_processes", len(daemon.pids()), "processes")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _kib(pid: int, file: str, key: str) -> int:

@@ -34,6 +34,18 @@ def write_config(path: Path, sim, proxy_url: str, workdir: Path, **sections: Dic
     return path
 
 
+def free_port() -> int:
+    """A free loopback port that pvemond accepts as a claim port: the OS may hand out one in
+    Proxmox VE's own ranges (e.g. 60000-60050), which the configuration rightly refuses."""
+    from pvemond import config
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if config.RULES["claim.port"](port) is None:
+            return port
+
+
 def token_works(proxy, node, token_id: str, secret: str) -> int:
     """The HTTP status pveproxy (the simulator's) answers a GET /version with this token."""
     ctx = ssl.create_default_context(cafile=str(node.ca_pem))

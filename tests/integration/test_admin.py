@@ -6,21 +6,14 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 from pathlib import Path
 from typing import Dict, List
 
 
-from harness import REPO, Bootstrap, cli, env_for, run_cli, token_works
+from harness import Bootstrap, REPO, cli, env_for, free_port, run_cli, token_works
 
 U = "monitoring@pve"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def claim_args() -> List[str]:

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import stat
 import time
 
 import pytest
 import yaml
 
-from harness import Bootstrap, Daemon, run_cli, write_config
+from harness import Bootstrap, Daemon, free_port, run_cli, write_config
 from pvemond.client import Client
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Dict, List
 
 import pytest
 
-from harness import write_config
+from harness import free_port, write_config
 from pvemond import config
 from pvemond.service import NodeService
 from pvesim import certs
@@ -24,12 +24,6 @@ from pvesim.testing import make_node
 
 PRIVS = "Datastore.Audit,SDN.Audit,Sys.Audit,VM.Audit"
 U = "monitoring@pve"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Site:

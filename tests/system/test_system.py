@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Set
 import pytest
 
 import debroot
+import harness
 from debroot import SUITES, Container, SystemRingError
 
 pytestmark = pytest.mark.system
@@ -96,17 +97,16 @@ def readme_install_lines() -> List[str]:
 
 
 def free_port(preferred: int = 8006) -> int:
-    """`preferred` if nothing listens there (the container shares this host's network), else any."""
-    for port in (preferred, 0):
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-            return s.getsockname()[1]
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise SystemRingError("no free loopback port")
+    """`preferred` if nothing listens there (the container shares this host's network), else
+    any free one outside Proxmox VE's own ports (pvemond refuses those as a claim port)."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", preferred))
+        return preferred
+    except OSError:
+        return harness.free_port()
+    finally:
+        s.close()
 
 
 def wait_listening(port: int, timeout: float = 20) -> None:
