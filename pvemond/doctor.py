@@ -11,7 +11,7 @@ import ssl
 import socket
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pvemond import access
 from pvemond.config import Config
@@ -66,8 +66,8 @@ def run(i: Inputs, probe: Callable[[], Probe]) -> List[Check]:
         return [Check("node", FAIL, i.problem, "nothing can be set up or checked", i.problem)]
     checks = [Check("node", PASS, f"Proxmox VE {i.version.version if i.version else '(unknown)'}"),
               quorum(i), privileges(i), *access_checks(i)]
-    reach = pveproxy_check(i)
-    checks += [reach, token_auth(i, checks, reach, probe), certificate(i, reach),
+    reach, served = pveproxy_check(i)
+    checks += [reach, token_auth(i, checks, reach, probe), certificate(i, served),
                firewall(i), claim_port(i)]
     return checks
 
@@ -173,18 +173,19 @@ def _hand(step: access.Step, d: access.Desired) -> str:
 
 # --- pveproxy, the certificate, a real login ---------------------------------------------------
 
-def pveproxy_check(i: Inputs) -> Check:
+def pveproxy_check(i: Inputs) -> Tuple[Check, Optional[pveproxy.Served]]:
+    """The check, and what was served (the certificate check reads it) unless unreachable."""
     url = i.cfg.node.pveproxy_url
     try:
         served = pveproxy.probe(url)
     except pveproxy.Unreachable as exc:
         return Check("pveproxy", FAIL, str(exc), "connection refused or timeouts on port 8006",
-                     "systemctl status pveproxy; systemctl restart pveproxy")
+                     "systemctl status pveproxy; systemctl restart pveproxy"), None
     if served.status != 401:
         return Check("pveproxy", WARN, f"{url} answered {served.status} to an anonymous request "
                      "(pveproxy answers 401)", "the monitoring host may be talking to something else",
-                     f"check node.pveproxy_url in {i.cfg.source}")
-    return Check("pveproxy", PASS, f"pveproxy answers at {url}")
+                     f"check node.pveproxy_url in {i.cfg.source}"), served
+    return Check("pveproxy", PASS, f"pveproxy answers at {url}"), served
 
 
 def token_auth(i: Inputs, earlier: List[Check], reach: Check,
@@ -197,7 +198,8 @@ def token_auth(i: Inputs, earlier: List[Check], reach: Check,
     want = i.desired().privileges
     if p.error:
         return Check("token_auth", FAIL, f"a throw-away token could not be tried: {p.error}",
-                     "unknown", "see journalctl -u pvemond")
+                     "unknown: whether tokens log in was not proven",
+                     "mend the other failed checks first; then see journalctl -u pvemond")
     if p.status == 401:
         return Check("token_auth", FAIL, "pveproxy refused a freshly minted token (401) though "
                      "user, role and ACL look right", "401 on the monitoring host with the right secret",
@@ -210,13 +212,12 @@ def token_auth(i: Inputs, earlier: List[Check], reach: Check,
                  f"HTTPS and holds {', '.join(sorted(want))} on {i.cfg.access.acl_path}")
 
 
-def certificate(i: Inputs, reach: Check) -> Check:
-    if reach.status == FAIL:
+def certificate(i: Inputs, served: Optional[pveproxy.Served]) -> Check:
+    if served is None:
         return Check("certificate", SKIP, "not tried: pveproxy is unreachable")
     pve_dir, url = i.cfg.node.pve_dir, i.cfg.node.pveproxy_url
     cert_file, _ = node.tls_files(pve_dir)
-    served = pveproxy.probe(url).der
-    if served != ssl.PEM_cert_to_DER_cert(node.first_pem(cert_file.read_text(encoding="ascii"))):
+    if served.der != ssl.PEM_cert_to_DER_cert(node.first_pem(cert_file.read_text(encoding="ascii"))):
         return Check("certificate", FAIL, f"pveproxy serves a certificate other than {cert_file}",
                      "TLS or pin errors after a certificate change", "systemctl reload-or-restart pveproxy")
     problems = _cert_problems(i, cert_file)

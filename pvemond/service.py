@@ -201,7 +201,7 @@ class NodeService:
         with self._exclusive():
             self._require_writable(d, check_privileges=False)
             plan = access.teardown(usercfg.read(self.cfg.node.pve_dir), d)
-            busy = [h for h in self._pending() if h["deadline"] >= self.clock()]
+            busy = self._open_handouts()
             if dry_run:
                 return {"dry_run": True, "steps": [s.describe() for s in plan.steps]}
             if busy:
@@ -241,9 +241,7 @@ class NodeService:
         state = state or usercfg.read(self.cfg.node.pve_dir)
         user = state.users.get(self.cfg.access.user)
         stored = self.store.load()
-        now = self.clock()
-        open_until = {h["token_id"]: h["deadline"] for h in stored["handouts"].values()
-                      if h["deadline"] >= now}
+        open_until = {h["token_id"]: h["deadline"] for h in self._open_handouts(stored)}
         return [{**_TOKEN_META, **stored["tokens"].get(t.full_id, {}),
                  "managed": t.full_id in stored["tokens"], "token_id": t.full_id, "name": t.name,
                  "privsep": int(t.privsep), "expire": t.expire, "comment": t.comment,
@@ -330,9 +328,8 @@ class NodeService:
         f = self.facts()
         state = usercfg.read(self.cfg.node.pve_dir) if not f.problem else usercfg.AccessState()
         stored = self.store.load()
-        now = self.clock()
         return doctor.Inputs(self.cfg, f.version, f.cluster, f.problem, state, stored["tokens"],
-                             any(h["deadline"] >= now for h in stored["handouts"].values()), now)
+                             bool(self._open_handouts(stored)), self.clock())
 
     def _checks(self) -> List[doctor.Check]:
         i = self._inputs()
@@ -418,13 +415,18 @@ class NodeService:
         audit.info("revoke token=%s reason=%s", h["token_id"], reason)
         return removed
 
-    def _pending(self) -> List[Dict[str, Any]]:
-        return sorted(self.store.load()["handouts"].values(), key=lambda h: h["minted_at"])
+    def _pending(self, stored: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+        """Every recorded hand-out, oldest first (the sweeper revokes those past deadline)."""
+        handouts = (stored or self.store.load())["handouts"].values()
+        return sorted(handouts, key=lambda h: h["minted_at"])
+
+    def _open_handouts(self, stored: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+        """The hand-outs still before their deadline: a bootstrap is waiting on each."""
+        now = self.clock()
+        return [h for h in self._pending(stored) if h["deadline"] >= now]
 
     def _pending_for(self, token_id: str) -> Optional[Dict[str, Any]]:
-        now = self.clock()
-        return next((h for h in self._pending() if h["token_id"] == token_id
-                     and h["deadline"] >= now), None)
+        return next((h for h in self._open_handouts() if h["token_id"] == token_id), None)
 
     def _payload(self, d: access.Desired, privs: Dict[str, int], f: Facts) -> Dict[str, Any]:
         """What a consumer needs besides the secret: where to connect and how to trust it."""
