@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
 
+from pvemond import names
 from pvemond.config import AccessConfig
 from pvemond.pve import pveum as P
 from pvemond.pve.node import PveVersion
@@ -88,12 +89,12 @@ def check(desired: Desired, version: Optional[PveVersion]) -> None:
     """Refuse what pveum would refuse, before the first write, so nothing is left half-done."""
     if version is None:
         return  # unknown version: pveum itself validates
-    known = version.privileges()
-    unknown = sorted(desired.privileges - known)
-    if unknown:
-        hint = " (VM.Monitor was dropped in PVE 9; use Sys.Audit)" if "VM.Monitor" in unknown else ""
-        raise PlanError(f"privilege {', '.join(unknown)} does not exist on Proxmox VE "
-                        f"{version.version}{hint}; fix access.privileges in the configuration")
+    problem = names.unknown_privileges(desired.privileges, version.privileges())
+    if problem:
+        dropped = "VM.Monitor" in problem
+        hint = " (VM.Monitor was dropped in PVE 9; use Sys.Audit)" if dropped else ""
+        raise PlanError(f"Proxmox VE {version.version}: {problem}{hint}; fix access.privileges "
+                        "in the configuration")
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -289,11 +290,18 @@ class Applied:
 
 
 class Applier:
+    """`before_mint` runs right before pveum creates or replaces a secret (the ledger records its
+    intent there); `minting` and `minted` tell a caller whose apply raised how far it got."""
+
     def __init__(self, pveum: P.Pveum, caps: Optional[Capabilities] = None,
-                 progress: Optional[Callable[[Step], None]] = None):
+                 progress: Optional[Callable[[Step], None]] = None,
+                 before_mint: Optional[Callable[[], None]] = None):
         self.pveum = pveum
         self.caps = caps or Capabilities()
         self.progress = progress or (lambda step: None)
+        self.before_mint = before_mint or (lambda: None)
+        self.minting = False
+        self.minted: Optional[P.MintedToken] = None
 
     def apply(self, plan: Plan) -> Applied:
         """Run the plan's writes in order. A token minted here is removed again if a later
@@ -315,7 +323,10 @@ class Applier:
         name, *args = op
         kwargs = args.pop() if args and isinstance(args[-1], dict) else {}
         if name == "token_mint":
-            done.minted, done.how = self._mint(*args)
+            self.before_mint()
+            self.minting = True
+            self.minted, done.how = self._mint(*args)
+            done.minted = self.minted
         else:
             getattr(self.pveum, name)(*args, **kwargs)
 

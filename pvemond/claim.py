@@ -5,24 +5,33 @@ the only network-facing part of pvemond (DESIGN.md, security model): it serves t
 certificate, takes a code on one route and hands the payload out once. It exists until the claim
 is taken, expires, is burned by wrong codes, or is stopped.
 
-Protocol: HTTPS (TLS >= 1.2), HTTP/1.1, one request per connection.
+At accept, before any TLS work or thread, a connection is closed (TCP reset, no reply) when its
+source is outside `--allow`, already holds `max_per_source` connections (an IPv6 /64 counts as
+one source), opens connections too fast, or when `max_connections` are open in all.
+
+Protocol: HTTPS (TLS >= 1.2, forward-secret suites only), HTTP/1.1, one request per connection.
   POST /v1/claim   body {"code": "XXXX-XXXX-XXXX"}   (at most 4 KiB, Content-Length required)
   200  the payload (JSON), once
-  403  wrong_code (attempts_left), source_not_allowed
+  403  wrong_code (attempts_left)
   409  already_claimed (claimed_at, claimed_by: tamper evidence for the legitimate client)
+       claim_in_progress     (the right code, while the node records another request's hand-out)
   410  burned, expired, cancelled
+  503  not_recorded          (the node could not record the hand-out; Retry-After, code still valid)
   429  rate_limited          400 bad_request   404 not_found   405 method_not_allowed
-  411  length_required       413 body_too_large                431 headers_too_large
+  408  request_timeout       411 length_required  413 body_too_large  431 headers_too_large
 Every error body is {"error": CODE, "detail": SENTENCE}. Only wrong codes count as attempts.
 
 Logging: each request is logged at INFO as `claim attempt from IP: RESULT`, and each failure
-also at WARNING as exactly `pvemond-claim: failed claim from IP: REASON`. A fail2ban filter:
+also at WARNING as exactly `pvemond-claim: failed claim from IP: REASON`; a connection refused at
+accept gets the WARNING line alone (REASON source_not_allowed, too_many_connections or
+connection_rate_limited), at most once per source every few seconds. A fail2ban filter:
     [Definition]
     failregex = ^pvemond-claim: failed claim from <HOST>: 
 The code and the payload (it holds the token secret) are never logged.
 """
 from __future__ import annotations
 
+import collections
 import http
 import ipaddress
 import json
@@ -30,6 +39,7 @@ import logging
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -40,7 +50,20 @@ from pvemond.codes import codes_match, normalize_code
 ROUTE = "/v1/claim"
 MAX_BODY = 4096
 MAX_HEAD = 8192
-MAX_SOURCES = 4096  # rate-limit buckets kept; beyond that idle ones are dropped
+MAX_SOURCES = 4096            # rate-limit buckets kept; beyond that idle ones are dropped
+MAX_PER_SOURCE = 4            # concurrent connections per source: the claimant needs one
+ACCEPT_RATE_FACTOR = 4        # connections may come this many times faster than requests
+REFUSAL_LOG_INTERVAL = 5.0    # seconds between two accept-refusal lines for one source
+REFUSAL_LOG_SOURCES = 1024    # sources whose last refusal line is remembered
+ACCEPT_BATCH = 64             # connections accepted between two looks at expiry and stop()
+DRAIN_LIMIT = 65536           # bytes read after an early answer so that it is not reset
+DRAIN_SECONDS = 0.5
+RETRY_AFTER = 2               # seconds, on 503 not_recorded
+# TLS 1.2 stays: pvemond-claim supports Python >= 3.9, which does not imply TLS 1.3 (macOS's own
+# python3 3.9 is built on LibreSSL 2.8, without it), nor does every curl the printed command meets.
+# Forward secrecy costs no client anything, so TLS 1.2 offers ECDHE with AEAD only (TLS 1.3's
+# suites are all forward secret and not affected by this string).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 log_default = logging.getLogger("pvemond.claim")
@@ -74,8 +97,8 @@ class _HttpError(Exception):
 
 def _error(status: int, code: str, detail: str, reason: str = "", **extra: object) -> _Reply:
     body = json.dumps({"error": code, "detail": detail, **extra}).encode()
-    headers = (("Allow", "POST"),) if status == 405 else ()
-    return _Reply(status, body, code, reason or code, headers)
+    headers = {405: (("Allow", "POST"),), 503: (("Retry-After", str(RETRY_AFTER)),)}
+    return _Reply(status, body, code, reason or code, headers.get(status, ()))
 
 
 def _peer_ip(addr: Tuple) -> str:
@@ -88,6 +111,15 @@ def _bucket_key(ip: str) -> str:
     # IPv6 hosts own a whole /64: per-address limits would be trivial to sidestep there.
     addr = ipaddress.ip_address(ip)
     return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if addr.version == 6 else ip
+
+
+def _reset(conn: socket.socket) -> None:
+    """Close with a TCP reset: no FIN handshake and no TIME_WAIT kept for a refused peer."""
+    try:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    conn.close()
 
 
 class _RateLimiter:
@@ -116,18 +148,47 @@ class _RateLimiter:
             del self._buckets[key]
 
 
+class _Throttle:
+    """At most one event per key every `interval` seconds; remembers the `size` latest keys."""
+
+    def __init__(self, interval: float, size: int):
+        self.interval, self.size = interval, size
+        self._last: "collections.OrderedDict[str, float]" = collections.OrderedDict()
+
+    def due(self, key: str) -> bool:
+        now = time.monotonic()
+        last = self._last.pop(key, None)
+        if last is not None and now - last < self.interval:
+            self._last[key] = last
+            return False
+        self._last[key] = now
+        while len(self._last) > self.size:
+            self._last.popitem(last=False)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+
 # ---------------------------------------------------------------------------------------------
 # The listener
 
 class ClaimListener:
-    """One claim: `bind()` (as root: reads the key), drop privileges, `serve()` until done."""
+    """One claim: `bind()` (as root: reads the key), drop privileges, `serve()` until done.
+
+    `before_handout(peer_ip)`, when given, is called once a right code arrives and before the
+    payload leaves (outside the lock; other requests are answered meanwhile): True hands the
+    payload out, False (or an exception) keeps the code valid and answers 503 not_recorded. It
+    must return within bounded time: expiry and stop wait for it."""
 
     def __init__(self, payload: bytes, code: str, certfile: str, keyfile: str, *,
                  host: str = "0.0.0.0", port: int = 8116, ttl: float = 600.0,
                  max_attempts: int = 5, allow: Iterable[Union[Network, str]] = (),
                  rate: float = 5.0, burst: int = 10, log: Optional[logging.Logger] = None,
                  clock: Callable[[], float] = time.monotonic, grace: float = 2.0,
-                 max_connections: int = 32, timeout: float = 10.0):
+                 max_connections: int = 32, timeout: float = 10.0,
+                 max_per_source: int = MAX_PER_SOURCE,
+                 before_handout: Optional[Callable[[str], bool]] = None):
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._payload: Optional[bytes] = bytes(payload)
@@ -137,16 +198,22 @@ class ClaimListener:
         self._ttl, self._max_attempts, self._grace = ttl, max_attempts, grace
         self._allow: List[Network] = [ipaddress.ip_network(n, strict=False) for n in allow]
         self._limiter = _RateLimiter(rate, burst, clock)
+        self._accepts = _RateLimiter(rate * ACCEPT_RATE_FACTOR, burst * ACCEPT_RATE_FACTOR, clock)
+        self._refusals = _Throttle(REFUSAL_LOG_INTERVAL, REFUSAL_LOG_SOURCES)
+        self._before_handout = before_handout
         self._log = log or log_default
         self._clock = clock
         self._timeout = timeout
         self._max_connections = max_connections
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self._max_per_source = max(1, min(max_per_source, max_connections))
+        self._open: Dict[str, int] = {}  # open connections per source (bucket key)
+        self._stats: "collections.Counter[str]" = collections.Counter()  # accepted, refusals
         self._lock = threading.Lock()
         self._state = "open"
         self._attempts = 0
         self._peer: Optional[str] = None
         self._at: Optional[float] = None
+        self._burner: Tuple[Optional[str], Optional[float]] = (None, None)
         self._deadline = self._grace_end = 0.0
         self._stop_requested = False
         self._sock: Optional[socket.socket] = None
@@ -159,7 +226,7 @@ class ClaimListener:
 
     @property
     def state(self) -> str:
-        """"open", "claimed", "burned", "expired" or "stopped"."""
+        """"open", "claiming", "claimed", "burned", "expired" or "stopped"."""
         return self._state
 
     @property
@@ -173,6 +240,7 @@ class ClaimListener:
         """Load the certificate and key and bind the socket; the TTL starts now."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(TLS12_CIPHERS)
         ctx.load_cert_chain(self._certfile, self._keyfile)
         ctx.set_alpn_protocols(["http/1.1"])
         six = ":" in self._host
@@ -189,6 +257,12 @@ class ClaimListener:
         host, port = sock.getsockname()[:2]
         self._log.info("claim listener on %s port %d, expires in %.0f s", host, port, self._ttl)
         return host, port
+
+    def arm(self, payload: bytes) -> None:
+        """Give a listener bound before the secret existed its payload; the TTL starts again."""
+        self._payload = bytes(payload)
+        self._deadline = self._clock() + self._ttl
+        self.expires_at = time.time() + self._ttl
 
     def stop(self) -> None:
         """End serve() soon; safe from another thread and from a signal handler (no locks)."""
@@ -226,6 +300,7 @@ class ClaimListener:
         return Outcome(status, self._peer, self._at, self._attempts)
 
     def _finished(self) -> Optional[str]:
+        """The end state, or None while serving; "claiming" waits for its hook to answer."""
         with self._lock:
             now = self._clock()
             if self._state == "open" and self._stop_requested:
@@ -235,7 +310,7 @@ class ClaimListener:
                 self._log.info("claim code expired unused")
             if self._state == "claimed":
                 return "claimed" if now >= self._grace_end or self._stop_requested else None
-            return None if self._state == "open" else self._state
+            return None if self._state in ("open", "claiming") else self._state
 
     def _drain_wake(self) -> None:
         try:
@@ -266,10 +341,10 @@ class ClaimListener:
         for t in workers:
             t.join(max(0.0, end - time.monotonic()))
 
-    # -- connections ----------------------------------------------------------------------------
+    # -- accepting: who may cost a handshake and a thread ----------------------------------------
 
     def _accept_all(self) -> None:
-        while True:
+        for _ in range(ACCEPT_BATCH):  # then look at the clock and stop(): floods never end
             try:
                 conn, addr = self._sock.accept()
             except BlockingIOError:
@@ -281,29 +356,75 @@ class ClaimListener:
             self._start(conn, addr)
 
     def _start(self, conn: socket.socket, addr: Tuple) -> None:
-        if not self._slots.acquire(blocking=False):
-            self._note_full(addr)
-            conn.close()
+        try:
+            ip = _peer_ip(addr)
+        except ValueError:
+            _reset(conn)
             return
-        worker = threading.Thread(target=self._connection, args=(conn, addr), daemon=True,
+        key = _bucket_key(ip)
+        refusal = self._admit(ip, key)
+        self._stats[refusal or "accepted"] += 1
+        if refusal:
+            _reset(conn)
+            self._note_refusal(ip, key, refusal)
+            return
+        worker = threading.Thread(target=self._connection, args=(conn, ip, key), daemon=True,
                                   name="pvemond-claim-conn")
         with self._lock:
             self._workers.add(worker)
             self._conns.add(conn)
-        worker.start()
+        try:
+            worker.start()
+        except RuntimeError:  # no thread to be had: this connection goes, the listener stays
+            self._release(conn, key, worker)
+            _reset(conn)
 
-    def _note_full(self, addr: Tuple) -> None:
+    def _admit(self, ip: str, key: str) -> Optional[str]:
+        """Take a connection slot for `ip`, or say why not; the checks cost no TLS work."""
+        if not self._allowed(ip):
+            return "source_not_allowed"
+        with self._lock:
+            if self._open.get(key, 0) >= self._max_per_source:
+                return "too_many_connections"
+            if sum(self._open.values()) >= self._max_connections:
+                return "full"
+            if not self._accepts.allow(key):
+                return "connection_rate_limited"
+            self._open[key] = self._open.get(key, 0) + 1
+        return None
+
+    def _allowed(self, ip: str) -> bool:
+        if not self._allow:
+            return True
+        addr = ipaddress.ip_address(ip)
+        return any(addr in net for net in self._allow)
+
+    def _release(self, conn: socket.socket, key: str, worker: threading.Thread) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+            self._workers.discard(worker)
+            left = self._open.pop(key, 1) - 1
+            if left > 0:
+                self._open[key] = left
+
+    def _note_refusal(self, ip: str, key: str, reason: str) -> None:
+        if reason == "full":  # not this source's fault: one line for everyone, not fail2ban's
+            self._note_full(ip)
+        elif self._refusals.due(key):  # a flood must not also flood the journal
+            self._log.warning("pvemond-claim: failed claim from %s: %s", ip, reason)
+
+    def _note_full(self, ip: str) -> None:
         now = time.monotonic()
-        if now - self._last_full_log >= 5.0:  # a flood must not also flood the journal
+        if now - self._last_full_log >= REFUSAL_LOG_INTERVAL:
             self._last_full_log = now
             self._log.warning("claim listener: %d connections open, dropping new ones "
-                              "(latest from %s)", self._max_connections, addr[0])
+                              "(latest from %s)", self._max_connections, ip)
 
-    def _connection(self, conn: socket.socket, addr: Tuple) -> None:
-        ip = "?"
+    # -- connections ----------------------------------------------------------------------------
+
+    def _connection(self, conn: socket.socket, ip: str, key: str) -> None:
         tls: Optional[ssl.SSLSocket] = None
         try:
-            ip = _peer_ip(addr)
             conn.settimeout(self._timeout)
             deadline = time.monotonic() + self._timeout  # slowloris: one budget per connection
             tls = self._ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
@@ -315,10 +436,8 @@ class ClaimListener:
         except Exception as exc:  # a bug must cost one connection, never the listener
             self._log.error("claim listener: internal error with %s: %s", ip, type(exc).__name__)
         finally:
-            with self._lock:
-                self._conns.discard(conn)
-                self._workers.discard(threading.current_thread())
-            self._slots.release()  # before the close: a peer that sees EOF finds its slot free
+            # before the close: a peer that sees EOF finds its slot free
+            self._release(conn, key, threading.current_thread())
             (tls or conn).close()
 
     def _exchange(self, tls: ssl.SSLSocket, ip: str, deadline: float) -> None:
@@ -344,11 +463,7 @@ class ClaimListener:
     # -- decisions ------------------------------------------------------------------------------
 
     def _gate(self, ip: str) -> Optional[_Reply]:
-        """Source checks; neither counts as an attempt."""
-        addr = ipaddress.ip_address(ip)
-        if self._allow and not any(addr in net for net in self._allow):
-            return _error(403, "source_not_allowed",
-                          f"{ip} is not in this claim's allowed networks (--allow)")
+        """The request rate per source (the allow list was applied at accept); not an attempt."""
         with self._lock:
             ok = self._limiter.allow(_bucket_key(ip))
         if not ok:
@@ -365,6 +480,19 @@ class ClaimListener:
         return None
 
     def _claim(self, ip: str, body: bytes) -> _Reply:
+        right = self._check(body)
+        if isinstance(right, _Reply):
+            return right
+        with self._lock:
+            reply = self._decide(ip, right)
+        if reply is not None:
+            return reply
+        recorded = self._record(ip)  # outside the lock: it may take seconds
+        with self._lock:
+            return self._resolve(ip, recorded)
+
+    def _check(self, body: bytes) -> Union[bool, _Reply]:
+        """Whether the body holds the right code, or the 400 for a body without one."""
         try:
             doc = json.loads(body.decode("utf-8"))
             given = doc["code"] if isinstance(doc, dict) else None
@@ -376,14 +504,28 @@ class ClaimListener:
             given = normalize_code(given)
         except ValueError:
             given = ""  # not even shaped like a code: still a guess, so it counts
-        right = codes_match(given, self._code)
-        with self._lock:
-            return self._decide(ip, right)
+        return codes_match(given, self._code)
 
-    def _decide(self, ip: str, right: bool) -> _Reply:
-        """The state machine; called with the lock held so exactly one request wins."""
-        now = self._clock()
-        if self._state == "open" and now >= self._deadline:
+    def _decide(self, ip: str, right: bool) -> Optional[_Reply]:
+        """The state machine, with the lock held so exactly one request wins. None: this request
+        moved the claim to "claiming" and must record the hand-out before it gets the payload."""
+        closed = self._settle()
+        if closed is not None:
+            return closed
+        if self._state == "claimed":
+            return self._after_claim(right)
+        if not right:
+            return self._wrong(ip)
+        if self._state == "claiming":
+            return _error(409, "claim_in_progress", "someone is redeeming this code right now")
+        if self._before_handout is None:
+            return self._hand_out(ip)
+        self._state = "claiming"
+        return None
+
+    def _settle(self) -> Optional[_Reply]:
+        """Expire or stop an open claim now; the answer for a claim that is over, else None."""
+        if self._state == "open" and self._clock() >= self._deadline:
             self._state = "expired"
             self._wake()
         if self._state == "open" and self._stop_requested:
@@ -395,11 +537,29 @@ class ClaimListener:
             return _error(410, "expired", "the claim code expired")
         if self._state == "stopped":
             return _error(410, "cancelled", "the claim was cancelled on the node")
-        if self._state == "claimed":
-            return self._after_claim(right)
-        if right:
-            return self._hand_out(ip, now)
-        return self._wrong(ip)
+        return None
+
+    def _record(self, ip: str) -> bool:
+        try:
+            return self._before_handout(ip) is True
+        except Exception as exc:  # the hook's failure is a "not recorded", never a hand-out
+            self._log.warning("claim listener: recording the hand-out to %s failed: %s", ip,
+                              type(exc).__name__)
+            return False
+
+    def _resolve(self, ip: str, recorded: bool) -> _Reply:
+        """After the hook: hand out, or reopen (wrong codes, expiry and stop that came
+        meanwhile take effect now)."""
+        if recorded:
+            return self._hand_out(ip)
+        self._state = "open"
+        if self._attempts >= self._max_attempts:
+            self._burn(*self._burner)
+        closed = self._settle()
+        if closed is not None:
+            return closed
+        return _error(503, "not_recorded", "the node could not record the hand-out; retry in "
+                      "a few seconds")
 
     def _after_claim(self, right: bool) -> _Reply:
         if not right:  # only the code's holder learns who took it
@@ -408,10 +568,10 @@ class ClaimListener:
         return _error(409, "already_claimed", f"already claimed at {when} UTC by {self._peer}",
                       claimed_at=_iso(self._at), claimed_by=self._peer)
 
-    def _hand_out(self, ip: str, now: float) -> _Reply:
+    def _hand_out(self, ip: str) -> _Reply:
         payload, self._payload = self._payload, None  # this request's copy is the last one
         self._state, self._peer, self._at = "claimed", ip, time.time()
-        self._grace_end = now + self._grace
+        self._grace_end = self._clock() + self._grace
         self._log.info("claimed by %s", ip)
         return _Reply(200, payload or b"", "ok")
 
@@ -422,10 +582,16 @@ class ClaimListener:
             return _error(403, "wrong_code", f"wrong claim code; {left} attempt(s) left before "
                           "the claim is burned", f"wrong_code ({left} attempts left)",
                           attempts_left=left)
-        self._state, self._peer, self._at = "burned", ip, time.time()
-        self._wake()
+        if self._state == "claiming":  # burned unless the hand-out in flight is recorded
+            self._burner = (ip, time.time())
+        else:
+            self._burn(ip, time.time())
         return _error(410, "burned", f"{self._attempts} wrong codes: this claim is burned and "
                       "the token revoked", f"wrong_code (burned after {self._attempts})")
+
+    def _burn(self, ip: Optional[str], at: Optional[float]) -> None:
+        self._state, self._peer, self._at = "burned", ip, at
+        self._wake()
 
     def _log_reply(self, ip: str, reply: _Reply) -> None:
         self._log.info("claim attempt from %s: %s", ip, reply.result)
@@ -451,7 +617,7 @@ class _Reader:
     def __init__(self, sock: ssl.SSLSocket, deadline: float):
         self.sock, self.deadline, self.buf = sock, deadline, b""
         self.headers: Dict[str, str] = {}
-        self.body_read = False
+        self.head_read = self.body_read = False
 
     def _more(self, deadline: float) -> None:
         left = deadline - time.monotonic()
@@ -463,12 +629,20 @@ class _Reader:
             raise ConnectionError("peer closed the connection mid-request")
         self.buf += chunk
 
+    def _next(self) -> None:
+        try:
+            self._more(self.deadline)
+        except socket.timeout:  # a slow request is refused out loud (fail2ban sees it)
+            raise _HttpError(408, "request_timeout", "the request did not arrive in time") \
+                from None
+
     def head(self) -> Tuple[str, str]:
         while b"\r\n\r\n" not in self.buf[:MAX_HEAD + 4]:
             if len(self.buf) > MAX_HEAD:
                 raise _HttpError(431, "headers_too_large", f"request head over {MAX_HEAD} bytes")
-            self._more(self.deadline)
+            self._next()
         raw, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        self.head_read = True
         first, *lines = raw.decode("latin-1").split("\r\n")
         parts = first.split(" ")
         if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
@@ -485,29 +659,33 @@ class _Reader:
         if size > MAX_BODY:
             raise _HttpError(413, "body_too_large", f"the body is limited to {MAX_BODY} bytes")
         while len(self.buf) < size:
-            self._more(self.deadline)
+            self._next()
         self.body_read = True
         return self.buf[:size]
 
     def _declared(self) -> Optional[int]:
         size = self.headers.get("content-length")
-        if size is not None and not size.isdigit():
+        if size is None:
+            return None
+        # ASCII digits only: str.isdigit() also takes "²" (int() refuses it) and "٣" (int() takes)
+        if not (size.isascii() and size.isdigit()):
             raise _HttpError(400, "bad_request", "Content-Length is not a number")
-        return None if size is None else int(size)
+        return int(size) if len(size) <= 18 else MAX_BODY + 1  # int() refuses 4301+ digits
 
-    def discard_unread(self, limit: int = 65536, seconds: float = 0.5) -> None:
-        """Read a body we answered without reading (413, 403, ...): closing with unread bytes
-        sends a TCP reset, which can destroy our answer before the client reads it."""
-        try:
-            size = self._declared() or 0
-        except _HttpError:
-            return
-        want = min(size, limit) if not self.body_read else 0
+    def discard_unread(self, limit: int = DRAIN_LIMIT, seconds: float = DRAIN_SECONDS) -> None:
+        """Read what the client still sends after an early answer (431, 413, 403, 408...):
+        closing with unread bytes sends a TCP reset, which can destroy our answer before the
+        client reads it."""
         end = time.monotonic() + seconds
         try:
-            while len(self.buf) < want:
+            if not self.head_read:
+                while b"\r\n\r\n" not in self.buf and len(self.buf) < limit:
+                    self._more(end)
+                return
+            size = 0 if self.body_read else self._declared() or 0
+            while len(self.buf) < min(size, limit):
                 self._more(end)
-        except OSError:
+        except (OSError, _HttpError):
             pass
 
 

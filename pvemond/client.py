@@ -12,8 +12,8 @@ class DaemonDown(Exception):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str):
-        self.status, self.code, self.detail = status, code, detail
+    def __init__(self, status: int, code: str, detail: str, data: Optional[Dict[str, Any]] = None):
+        self.status, self.code, self.detail, self.data = status, code, detail, data or {}
         super().__init__(detail)
 
 
@@ -55,7 +55,7 @@ class Client:
         if resp.status >= 400:
             data = data if isinstance(data, dict) else {}
             raise ApiError(resp.status, data.get("error", "error"),
-                           data.get("detail", f"HTTP {resp.status} {resp.reason}"))
+                           data.get("detail", f"HTTP {resp.status} {resp.reason}"), data)
         return data
 
     def health(self) -> Dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import yaml
 
 from pvemond import names
+from pvemond.pve import node
 
 DEFAULT_PATH = "/etc/pvemond/pvemond.yaml"
 ENV_VAR = "PVEMOND_CONFIG"
@@ -104,30 +105,70 @@ def _absolute_path(value: str) -> Optional[str]:
 
 
 def _https_url(value: str) -> Optional[str]:
-    return None if re.match(r"^https://[^/\s]+(:\d+)?/?$", value) else (
+    return None if re.fullmatch(r"https://[^/\s]+(:\d+)?/?", value) else (
         "must look like https://HOST:PORT (pveproxy, usually https://127.0.0.1:8006)")
 
 
 def _privileges(value: Tuple[str, ...]) -> Optional[str]:
     if not value:
         return "must list at least one privilege"
-    bad = [p for p in value if not names.PRIV_SYNTAX.match(p)]
-    return f"{', '.join(bad)}: not a privilege name like VM.Audit" if bad else None
+    bad = [p for p in value if not names.PRIV_SYNTAX.fullmatch(p)]
+    if bad:
+        return f"{', '.join(map(repr, bad))}: not a privilege name like VM.Audit"
+    # Any Proxmox VE version's list: the node's own version is checked before each write.
+    return names.unknown_privileges(value, node.ALL_PRIVILEGES)
+
+
+def tcp_address(value: str) -> Tuple[str, int]:
+    """`daemon.tcp` as the OS will bind it: (canonical loopback address, port).
+
+    Strict on purpose: gunicorn splits an unbracketed IPv6 address at its first colon (it read
+    0:0:0:0:0:0:0:1:8117 as host 0, port 0: every interface), and the C resolver takes 127.1,
+    0 or a host name for addresses that ipaddress would never call loopback. So: a dotted quad
+    or a bracketed IPv6 address, a port, and the address exactly loopback. ValueError says why.
+    """
+    m = re.fullmatch(r"\[([^\[\]]*)\]:([0-9]{1,5})|([0-9.]*):([0-9]{1,5})", value)
+    if not m:
+        raise ValueError(f"{value!r} is not ADDRESS:PORT (use 127.0.0.1:PORT or [::1]:PORT; "
+                         "an IPv6 address goes in brackets)")
+    host, port = (m.group(1), m.group(2)) if m.group(2) else (m.group(3), m.group(4))
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address written out in full "
+                         "(use 127.0.0.1 or ::1; no host names, no short forms)") from None
+    if m.group(1) is not None and ip.version == 4:
+        raise ValueError(f"'[{host}]': brackets are for IPv6 only (use {host}:{port})")
+    _require_loopback(ip, host)
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"port {port} is not 1-65535")
+    return str(ip), int(port)
+
+
+def _require_loopback(ip: Any, host: str) -> None:
+    if getattr(ip, "scope_id", None):
+        raise ValueError(f"'{host}' has a zone id: the API listens on ::1 or 127.0.0.1 only")
+    if getattr(ip, "ipv4_mapped", None) is not None:
+        raise ValueError(f"'{host}' is an IPv4-mapped IPv6 address; write 127.0.0.1")
+    if not ip.is_loopback:
+        raise ValueError(f"'{host}' is not a loopback address: the API must never listen on the "
+                         "network; use 127.0.0.1 (or leave it empty for the unix socket only)")
+
+
+def tcp_bind(value: str) -> str:
+    """The gunicorn bind string for a valid `daemon.tcp`, normalised (IPv6 in brackets)."""
+    host, port = tcp_address(value)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _loopback_tcp(value: str) -> Optional[str]:
     if not value:
         return None
-    host, _, port = value.rpartition(":")
-    host = host.strip("[]")
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return f"'{value}' is not ADDRESS:PORT (use 127.0.0.1:PORT)"
-    if not loopback:
-        return (f"'{host}' is not a loopback address: the API must never listen on the network; "
-                "use 127.0.0.1 (or leave it empty for the unix socket only)")
-    return None if port.isdigit() and 0 < int(port) < 65536 else f"port '{port}' is not 1-65535"
+        tcp_address(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _claim_port(value: int) -> Optional[str]:
@@ -160,7 +201,7 @@ RULES: Dict[str, Rule] = {
     "access.user": names.userid_problem,
     "access.role": names.roleid_problem,
     "access.privileges": _privileges,
-    "access.acl_path": lambda v: None if names.ACL_PATH.match(v) else "must be an ACL path like / or /vms",
+    "access.acl_path": lambda v: None if names.ACL_PATH.fullmatch(v) else "must be an ACL path like / or /vms",
     "access.token": names.tokenid_problem,
     "access.token_expire": lambda v: None if v >= 0 else "must be 0 (never) or a Unix time",
     "node.pveum": _absolute_path,
@@ -227,7 +268,8 @@ def parse(text: str, source: str = "<string>") -> Config:
 
 def _write_privilege_problems(access: AccessConfig) -> List[str]:
     """A monitoring token is read-only unless the admin says otherwise, loudly."""
-    writes = [p for p in access.privileges if names.PRIV_SYNTAX.match(p) and not p.endswith(".Audit")]
+    known = node.ALL_PRIVILEGES  # a typo is reported as unknown (by _privileges), not as a write
+    writes = [p for p in access.privileges if p in known and not p.endswith(".Audit")]
     if writes and not access.allow_write_privileges:
         return [f"access.privileges: {', '.join(writes)} can change the cluster; a monitoring token "
                 "needs only *.Audit privileges (set access.allow_write_privileges: true to insist)"]

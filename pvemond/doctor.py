@@ -7,11 +7,13 @@ admin, and say how.
 """
 from __future__ import annotations
 
+import shlex
 import ssl
 import socket
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 from pvemond import access
 from pvemond.config import Config
@@ -162,13 +164,24 @@ def _hand(step: access.Step, d: access.Desired) -> str:
         verb = "add" if step.change == access.CREATE else "modify"
         return f"pveum role {verb} {d.role} --privs {','.join(sorted(d.privileges))}"
     if step.part == "user":
-        return (f"pveum user add {d.user}" if step.change == access.CREATE
-                else f"pveum user modify {d.user} --enable 1 --expire 0")
+        if step.change == access.CREATE:
+            return f"pveum user add {d.user} --comment {shlex.quote(d.user_comment)}"
+        return f"pveum user modify {d.user} --enable 1 --expire 0"
     if step.part == "acl":
-        who = f"--tokens '{d.token_id}'" if d.privsep else f"--users {d.user}"
-        return f"pveum acl modify {d.acl_path} --roles {d.role} {who} --propagate 1"
+        return _hand_acl(step, d)
     return (f"pveum user token modify {d.user} {d.token} --privsep {int(d.privsep)} "
             f"--expire {d.token_expire}")
+
+
+def _hand_acl(step: access.Step, d: access.Desired) -> str:
+    """The ACL command with exactly the users and tokens the converge would grant it to."""
+    kwargs = next((op[-1] for op in step.ops if op[0] == "acl_modify"), {})
+    users = kwargs.get("users", [] if d.privsep else [d.user])
+    tokens = kwargs.get("tokens", [d.token_id] if d.privsep else [])
+    who = "".join(f" --{flag} {shlex.quote(','.join(ids))}"
+                  for flag, ids in (("users", users), ("tokens", tokens)) if ids)
+    return (f"pveum acl modify {d.acl_path} --roles {d.role}{who} "
+            f"--propagate {int(d.propagate)}")
 
 
 # --- pveproxy, the certificate, a real login ---------------------------------------------------
@@ -179,7 +192,8 @@ def pveproxy_check(i: Inputs) -> Tuple[Check, Optional[pveproxy.Served]]:
     try:
         served = pveproxy.probe(url)
     except pveproxy.Unreachable as exc:
-        return Check("pveproxy", FAIL, str(exc), "connection refused or timeouts on port 8006",
+        return Check("pveproxy", FAIL, str(exc),
+                     f"connection refused or timeouts on port {pveproxy_port(url)}",
                      "systemctl status pveproxy; systemctl restart pveproxy"), None
     if served.status != 401:
         return Check("pveproxy", WARN, f"{url} answered {served.status} to an anonymous request "
@@ -259,17 +273,27 @@ def _cert_problems(i: Inputs, cert_file) -> Optional[Check]:
 
 # --- the network around it ----------------------------------------------------------------------
 
+def pveproxy_port(url: str) -> int:
+    """The port of node.pveproxy_url (8006 unless the admin moved pveproxy behind another)."""
+    return urlsplit(url).port or 443
+
+
 def firewall(i: Inputs) -> Check:
     name = i.cluster.nodename if i.cluster else ""
     if not node.firewall_enabled(i.cfg.node.pve_dir, name):
         return Check("firewall", PASS, "the Proxmox firewall is off for this node")
-    why = node.firewall_lets_in(i.cfg.node.pve_dir, name, 8006)
+    port = pveproxy_port(i.cfg.node.pveproxy_url)
+    why = node.firewall_lets_in(i.cfg.node.pve_dir, name, port)
     if why:
-        return Check("firewall", PASS, f"the Proxmox firewall is on and lets 8006 in ({why})")
-    return Check("firewall", WARN, "the Proxmox firewall is on; 8006 is open only to the "
-                 "management ipset (this node's local network)",
-                 "timeouts from a monitoring host outside that network",
-                 node.firewall_rule(name, 8006, ("MONITORING-HOST",), "monitoring"))
+        return Check("firewall", PASS, f"the Proxmox firewall is on and lets {port} in ({why})")
+    # PVE's default rules open 8006 (not another port) to the management ipset.
+    what, symptom = ((f"the Proxmox firewall is on; {port} is open only to the management ipset "
+                      "(this node's local network)", "timeouts from a monitoring host outside that "
+                      "network") if port == 8006 else
+                     (f"the Proxmox firewall is on and drops port {port} (node.pveproxy_url)",
+                      "timeouts on the monitoring host"))
+    return Check("firewall", WARN, what, symptom,
+                 node.firewall_rule(name, port, ("MONITORING-HOST",), "monitoring"))
 
 
 def claim_port(i: Inputs) -> Check:

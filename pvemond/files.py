@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 
 def write_private(path: str, text: str, mode: int = 0o600) -> None:
+    with staged_private(path, text, mode):
+        pass
+
+
+@contextmanager
+def staged_private(path: str, text: str, mode: int = 0o600) -> Iterator[None]:
+    """Write `text` durably beside `path`; it replaces `path` only if the block succeeds (so
+    the block can record where a secret goes before the secret is in place), else it is gone."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
     try:
@@ -17,6 +26,7 @@ def write_private(path: str, text: str, mode: int = 0o600) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        yield
         os.replace(tmp, target)
     except BaseException:
         os.unlink(tmp)

@@ -18,7 +18,11 @@ PAYLOAD_VERSION = 1  # the node's certificate is the cluster CA's: ca_pem holds 
 # certificate, which the consumer's own trust store verifies. A node writes 1 whenever it can.
 SYSTEM_TRUST_VERSION = 2
 PVE_PORT = 8006  # pveproxy's port is fixed
-HEADER = "# written by pvemond-claim"  # also how a re-run finds its own comment in pve.yml
+# Who writes the file: the claim client on the monitoring host, or pvemond-bootstrap --format -o
+# on the node. "# written by W" heads every rendering; a re-run finds its own pve.yml comment by it.
+WRITERS = ("pvemond-claim", "pvemond-bootstrap")
+HEADER = f"# written by {WRITERS[0]}"
+_HEADERS = tuple(f"# written by {w}" for w in WRITERS)
 
 
 class FormatError(ValueError):
@@ -51,6 +55,11 @@ class Token:
     node: str
     nodes: tuple[Node, ...]
     ca_path: str | None  # None: verify with the system's trust store (system_trust)
+    writer: str = WRITERS[0]
+
+    @property
+    def header(self) -> str:
+        return f"# written by {self.writer}"
 
     @property
     def primary(self) -> Node:
@@ -102,7 +111,7 @@ def system_trust(payload: dict) -> bool:
     return payload.get("version") == SYSTEM_TRUST_VERSION and payload.get("trust") == "system"
 
 
-def _token(payload: object, ca_path: str | None) -> Token:
+def _token(payload: object, ca_path: str | None, writer: str = WRITERS[0]) -> Token:
     if not isinstance(payload, dict):
         raise FormatError(f"payload must be a JSON object, got {type(payload).__name__}")
     _check_version(payload)
@@ -112,6 +121,7 @@ def _token(payload: object, ca_path: str | None) -> Token:
         cluster=None if payload.get("cluster") is None else _text(payload["cluster"], "cluster"),
         nodes=_nodes(payload.get("nodes")),
         ca_path=None if system_trust(payload) else _text(ca_path, "ca_path"),
+        writer=writer,
     )
     _check_consistent(tok)
     return tok
@@ -190,7 +200,7 @@ def url_host(address: str) -> str:
 def _exporter_lines(tok: Token, module: str) -> list[str]:
     hosts = " ".join(n.address for n in tok.nodes)
     return [
-        f"{HEADER} for {tok.where}; scrape: /pve?module={module}&target=HOST (HOST: {hosts})",
+        f"{tok.header} for {tok.where}; scrape: /pve?module={module}&target=HOST (HOST: {hosts})",
         f"{yaml_scalar(module)}:",
         f"  user: {yaml_scalar(tok.user)}",
         f"  token_name: {yaml_scalar(tok.token_name)}",
@@ -217,7 +227,7 @@ def render_env(tok: Token) -> str:
         ("PROXMOX_VERIFY_SSL", tok.verify),
     ]
     head = [
-        f"{HEADER} for {tok.where}",
+        f"{tok.header} for {tok.where}",
         "# load: set -a; . ./FILE; set +a   (docker compose env_file reads it too;",
         "# `docker run --env-file` keeps quotes literally, so use compose or the shell there)",
         "# prometheus-pve-exporter, environment mode; " + ("REQUESTS_CA_BUNDLE makes it trust the CA"
@@ -238,7 +248,7 @@ def _telegraf_value(value: str, field: str) -> str:
 
 
 def render_telegraf(tok: Token) -> str:
-    out = [f"{HEADER} for {tok.where}: one [[inputs.proxmox]] per node "
+    out = [f"{tok.header} for {tok.where}: one [[inputs.proxmox]] per node "
            "(node_name is required when Telegraf runs off the node)"]
     for node in tok.nodes:
         out += [
@@ -269,7 +279,7 @@ _ZABBIX_TRUST = "/usr/local/share/ca-certificates"  # Debian's update-ca-certifi
 def _zabbix_comments(tok: Token) -> list[str]:
     others = ", ".join(n.address for n in tok.nodes[1:])
     out = [
-        f"{HEADER} for {tok.where}: macros of the template \"Proxmox VE by HTTP\"",
+        f"{tok.header} for {tok.where}: macros of the template \"Proxmox VE by HTTP\"",
         "# Set them in the Macros tab of the host that links the template, or pass the list",
         "# to the API host.update or a host import (API types: TEXT=0, SECRET_TEXT=1).",
     ]
@@ -303,7 +313,7 @@ def render_zabbix(tok: Token) -> str:
 def render_proxmoxer(tok: Token) -> str:
     others = ", ".join(repr(n.address) for n in tok.nodes[1:])
     out = [
-        f"{HEADER} for {tok.where}",
+        f"{tok.header} for {tok.where}",
         "# verify_ssl is the cluster CA, so TLS stays verified against the node's certificate"
         if tok.ca_path else "# verify_ssl=True: the system's CAs verify the node's certificate",
     ]
@@ -332,7 +342,7 @@ def render_json(payload: dict, tok: Token) -> str:
 def render_curl(tok: Token) -> str:
     header = sh_quote(f"Authorization: PVEAPIToken={tok.token_string}")
     cacert = f"--cacert {sh_quote(tok.ca_path)} " if tok.ca_path else ""
-    out = [f"{HEADER} for {tok.where}: the token against each node, TLS verified"]
+    out = [f"{tok.header} for {tok.where}: the token against each node, TLS verified"]
     out += [f"curl {cacert}-H {header} "
             f"{sh_quote(node.url.rstrip('/') + '/version')}" for node in tok.nodes]
     return "\n".join(out) + "\n"
@@ -349,12 +359,15 @@ _RENDERERS: dict[str, Callable[[dict, Token, str | None], str]] = {
 }
 
 
-def render(fmt: str, payload: dict, *, ca_path: str | None, existing: str | None = None) -> str:
+def render(fmt: str, payload: dict, *, ca_path: str | None, existing: str | None = None,
+           writer: str = WRITERS[0]) -> str:
     """The text for `fmt`. `existing` (the output file's current text) matters to pve-exporter
-    only, which merges its module into it."""
+    only, which merges its module into it. `writer` names the program in the header comment."""
     if fmt not in _RENDERERS:
         raise FormatError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    return _RENDERERS[fmt](payload, _token(payload, ca_path), existing)
+    if writer not in WRITERS:
+        raise FormatError(f"unknown writer {writer!r}; one of {', '.join(WRITERS)}")
+    return _RENDERERS[fmt](payload, _token(payload, ca_path, writer), existing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,7 +544,7 @@ def _module_span(lines: list[str], layout: _Layout, key_index: int) -> tuple[int
     while end > key_index + 1 and not _inside(lines[end - 1], layout.indent):
         end -= 1
     start = key_index
-    while start > 0 and lines[start - 1].strip().startswith(HEADER):
+    while start > 0 and lines[start - 1].strip().startswith(_HEADERS):
         start -= 1
     return start, end
 

@@ -3,11 +3,37 @@
 Read by gunicorn 20.1 (PVE 8), 23 (PVE 9) and PyPI's newest: settings an older gunicorn does not
 know are ignored, so newer-only ones are safe here.
 """
+import ipaddress as _ipaddress
+import os as _os
+import socket as _socket
+import sys as _sys
+
+from pvemond import apikey as _apikey
 from pvemond import config as _config  # a bare name "config" would be read as a setting
 
-_cfg = _config.load()
 
-bind = ["unix:" + _cfg.daemon.socket] + ([_cfg.daemon.tcp] if _cfg.daemon.tcp else [])
+def _load() -> "_config.Config":
+    """The configuration, or one clean `Error:` paragraph in the journal and exit 1."""
+    try:
+        cfg = _config.load()
+        if cfg.daemon.tcp:
+            _apikey.read(cfg.daemon.tcp_key_file)  # refuse to start with an unsafe key file
+        return cfg
+    except (_config.ConfigError, _apikey.KeyFileError) as exc:
+        print(f"Error: {exc}", file=_sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+_cfg = _load()
+
+# daemon.tcp normalised (IPv6 in brackets), so gunicorn binds exactly the validated address.
+bind = ["unix:" + _cfg.daemon.socket]
+if _cfg.daemon.tcp:
+    bind.append(_config.tcp_bind(_cfg.daemon.tcp))
+# gunicorn's defaults, said here: every pvemond request line is far shorter; a longer one (and a
+# header over 8190 bytes) gets a JSON 400/414/431 from gunicorn_errors, not an HTML page.
+limit_request_line = 4094
+limit_request_field_size = 8190
 # Only root may talk to the daemon or read what it keeps (sockets come out 0700 under this
 # umask; when_ready trims the socket to 0600).
 umask = 0o077
@@ -37,5 +63,27 @@ control_socket_disable = True
 
 
 def when_ready(server) -> None:
-    import os
-    os.chmod(_cfg.daemon.socket, 0o600)
+    """Check what was really bound (a --bind or GUNICORN_CMD_ARGS overrides the file) before any
+    worker serves a request: anything but the unix socket and loopback halts the daemon."""
+    for listener in server.LISTENERS:
+        problem = _listener_problem(listener.sock)
+        if problem:
+            server.log.error("Error: %s", problem)
+            server.halt(reason="a listener is not loopback", exit_status=1)
+    _os.chmod(_cfg.daemon.socket, 0o600)
+
+
+def _listener_problem(sock) -> "str | None":
+    if sock.family == _socket.AF_UNIX:
+        return None
+    host, port = sock.getsockname()[:2]
+    ip = _ipaddress.ip_address(host)
+    if ip.is_loopback and getattr(ip, "ipv4_mapped", None) is None:
+        return None
+    return (f"listening on {host} port {port}, which is not a loopback address: the API must "
+            "never be reachable from the network (daemon.tcp: 127.0.0.1:PORT, and no --bind)")
+
+
+def post_worker_init(worker) -> None:
+    from pvemond import gunicorn_errors
+    gunicorn_errors.install()

@@ -7,6 +7,7 @@ key from a root-only file.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import socket
 import struct
@@ -16,9 +17,9 @@ from typing import Any, Dict, Optional, Tuple
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from pvemond import apikey, jsonbody, names
 from pvemond import config as config_mod
-from pvemond import names
-from pvemond.service import NodeService, ServiceError
+from pvemond.service import MIN_HANDOUT_TTL, NodeService, ServiceError
 
 log = logging.getLogger("pvemond")
 OPENAPI = Path(__file__).with_name("openapi.json")
@@ -57,20 +58,20 @@ def _identify_caller() -> None:
                                                           struct.calcsize("3i")))
         if uid != 0:
             raise ServiceError("forbidden", f"uid {uid} may not use pvemond: run it as root", 403)
-        g.caller = f"uid {uid} pid {pid}"
+        g.caller, g.caller_pid = f"uid {uid} pid {pid}", pid
     else:
         _check_key()
         g.caller = f"tcp {request.remote_addr} (api key)"
 
 
 def _check_key() -> None:
-    key_file = current_app.config["PVEMOND"].daemon.tcp_key_file
-    try:
-        key = Path(key_file).read_text(encoding="utf-8").strip()
-    except OSError:
-        raise ServiceError("forbidden", f"the TCP listener needs a key in {key_file}", 403) from None
+    try:  # read on every request: a key file made unsafe after start-up is refused at once
+        key = apikey.read(current_app.config["PVEMOND"].daemon.tcp_key_file)
+    except apikey.KeyFileError as exc:
+        log.error("TCP listener refused a request: %s", exc)
+        raise ServiceError("forbidden", str(exc), 403) from None
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not key or not hmac.compare_digest(given.encode(), key.encode()):
+    if not hmac.compare_digest(given.encode(), key.encode()):
         raise ServiceError("forbidden", "missing or wrong API key (Authorization: Bearer KEY)", 403)
 
 
@@ -78,9 +79,15 @@ def _check_key() -> None:
 
 def body(**fields: type) -> Dict[str, Any]:
     """The JSON object body, with only the named fields, each of the named type."""
-    if not request.data:
+    raw = _raw_body()
+    if not raw:
         return {}
-    data = request.get_json(silent=True)
+    if not request.is_json:
+        raise ServiceError("bad_request", "send the body as Content-Type: application/json")
+    try:
+        data = jsonbody.parse(raw)
+    except jsonbody.BodyError as exc:
+        raise ServiceError("bad_request", str(exc)) from None
     if not isinstance(data, dict):
         raise ServiceError("bad_request", "the body must be a JSON object")
     unknown = sorted(set(data) - set(fields))
@@ -98,6 +105,17 @@ def body(**fields: type) -> Dict[str, Any]:
 
 
 _TYPE_WORDS = {bool: "true or false", int: "a whole number", str: "a string"}
+
+
+def _raw_body() -> bytes:
+    """At most jsonbody.MAX_BYTES + 1 bytes of the body, read whatever Content-Length claims."""
+    length = request.content_length
+    if length is not None and length > jsonbody.MAX_BYTES:
+        raise ServiceError("too_large", f"the body is larger than {jsonbody.MAX_BYTES} bytes", 413)
+    raw = request.stream.read(jsonbody.MAX_BYTES + 1)
+    if len(raw) > jsonbody.MAX_BYTES:
+        raise ServiceError("too_large", f"the body is larger than {jsonbody.MAX_BYTES} bytes", 413)
+    return raw
 
 
 def _token_args(data: Dict[str, Any]) -> Tuple[Optional[str], Optional[bool]]:
@@ -131,15 +149,18 @@ def tokens():
 
 @v1.post("/tokens")
 def mint():
-    data = body(token=str, privsep=bool, handout_ttl=int, dry_run=bool)
+    data = body(token=str, privsep=bool, handout_ttl=int, dry_run=bool, rotate=bool)
     token, privsep = _token_args(data)
+    rotate = data.get("rotate", False)
+    ttl = svc().handout_ttl(data.get("handout_ttl", 660))  # refused, not clamped, dry runs too
     if data.get("dry_run"):
-        return jsonify(svc().plan_mint(token=token, privsep=privsep))
-    m = svc().mint(caller=g.caller, token=token, privsep=privsep,
-                   handout_ttl=data.get("handout_ttl", 660))
+        return jsonify(svc().plan_mint(token=token, privsep=privsep, rotate=rotate))
+    # The caller's PID (unix socket): when it dies, its hand-out ends and the token is revoked.
+    m = svc().mint(caller=g.caller, token=token, privsep=privsep, rotate=rotate,
+                   handout_ttl=ttl, owner=g.get("caller_pid"))
     return jsonify({"token_id": m.token_id, "secret": m.secret.reveal(), "how": m.how,
                     "steps": m.steps, "handout": {"id": m.handout, "deadline": m.deadline},
-                    "payload": m.payload}), 201
+                    "payload": m.payload, "verified": m.verified}), 201
 
 
 @v1.delete("/tokens/<name>")
@@ -173,7 +194,17 @@ def finish_handout(handout_id: str):
 
 @v1.get("/openapi.json")
 def openapi():
-    return current_app.response_class(OPENAPI.read_bytes(), mimetype="application/json")
+    return jsonify(openapi_document(current_app.config["PVEMOND"]))
+
+
+def openapi_document(cfg: config_mod.Config) -> Dict[str, Any]:
+    """openapi.json with this daemon's own limit: handout_ttl may not exceed
+    daemon.handout_timeout (the service refuses more with a 400 naming the range)."""
+    doc = json.loads(OPENAPI.read_text(encoding="utf-8"))
+    ttl = doc["components"]["schemas"]["MintRequest"]["properties"]["handout_ttl"]
+    ttl["minimum"], ttl["maximum"] = MIN_HANDOUT_TTL, cfg.daemon.handout_timeout
+    ttl["default"] = min(ttl["default"], cfg.daemon.handout_timeout)
+    return doc
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -183,12 +214,17 @@ def _error(code: str, detail: str, status: int):
 
 
 def _service_error(exc: ServiceError):
-    return _error(exc.code, exc.detail, exc.status)
+    return jsonify({**exc.extra, "error": exc.code, "detail": exc.detail}), exc.status
 
 
 def _http_error(exc: HTTPException):
     code = (exc.name or "error").lower().replace(" ", "_")
-    return _error(code, exc.description or exc.name, exc.code or 500)
+    response, status = _error(code, exc.description or exc.name, exc.code or 500)
+    # werkzeug's own headers, such as a 405's Allow (RFC 9110), but not its text/html type.
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response, status
 
 
 def _unexpected(exc: Exception):

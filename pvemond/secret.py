@@ -26,7 +26,9 @@ class Secret:
         return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
 
     def __hash__(self) -> int:
-        return id(self)
+        # Equal secrets must hash equal (Python's contract with __eq__); str's hash is keyed
+        # per process (SipHash), so it tells nothing about the value.
+        return hash((Secret, self._value))
 
     def __reduce__(self):
         raise TypeError("a Secret is never serialized")

@@ -1,55 +1,31 @@
-"""The daemon's work, without HTTP: node facts, converge, mint + verify, hand-outs, revoke.
+"""The daemon's use cases, without HTTP: node facts, converge, mint + verify, hand-outs,
+revoke, uninstall, doctor.
 
-Every change runs under one lock (a thread lock plus a file lock for extra workers), so two
-bootstraps never race pveum into "already exists". Every change is written to the audit log
-with the caller and the result, never with a secret.
+Every change runs under the ledger's one lock (handouts.py), so two bootstraps never race pveum
+into "already exists" and the sweeper never revokes a token a delivery just claimed. Every change
+is written to the audit log with the caller and the result, never with a secret.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import secrets as pysecrets
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 from pvemond import __version__, access, doctor, formats
 from pvemond.config import Config
+from pvemond.errors import ServiceError, service_error
+from pvemond.handouts import Handout, Ledger, TOKEN_META, clock_text
 from pvemond.pve import api, node, usercfg
 from pvemond.pve import pveum as P
 from pvemond.secret import Secret
-from pvemond.state import StateStore
+
+__all__ = ["NodeService", "ServiceError", "Minted", "Facts"]
 
 audit = logging.getLogger("pvemond.audit")
 log = logging.getLogger("pvemond")
-
-
-class ServiceError(Exception):
-    """A failure the caller can act on: `code` for programs, the message for people."""
-
-    def __init__(self, code: str, detail: str, status: int = 400):
-        self.code, self.detail, self.status = code, detail, status
-        super().__init__(detail)
-
-
-_PVEUM_ERRORS = [  # (class, code, HTTP status): most specific first
-    (P.NoQuorum, "no_quorum", 503),
-    (P.NotAProxmoxNode, "not_a_pve_node", 503),
-    (P.PveumTimeout, "pveum_timeout", 504),
-    (P.NotRoot, "not_root", 500),
-    (P.PveumError, "pveum_failed", 502),
-]
-
-
-def service_error(exc: P.PveumError) -> ServiceError:
-    for cls, code, status in _PVEUM_ERRORS:
-        if isinstance(exc, cls):
-            return ServiceError(code, str(exc), status)
-    raise AssertionError("unreachable")
+MIN_HANDOUT_TTL = 30
 
 
 @dataclass(frozen=True)
@@ -70,6 +46,7 @@ class Minted:
     handout: str
     deadline: float
     payload: Dict[str, Any]
+    verified: Dict[str, Any]  # {path, https}: what the verification proved
 
 
 class NodeService:
@@ -78,8 +55,7 @@ class NodeService:
         self.clock = clock
         self.pveum = P.Pveum(cfg.node.pveum, cfg.node.pveum_timeout)
         self.caps = access.Capabilities()
-        self.store = StateStore(cfg.daemon.state_dir)
-        self._lock = threading.RLock()
+        self.ledger = Ledger(cfg.daemon.state_dir, clock)
 
     # -- facts -----------------------------------------------------------------------------
     def facts(self) -> Facts:
@@ -110,7 +86,7 @@ class NodeService:
         out["access"] = {"desired": _desired_json(d), "steps": [s.describe() for s in plan.steps],
                          "findings": plan.findings()}
         out["tokens"] = self.tokens(state)
-        out["handouts"] = self._pending()
+        out["handouts"] = [h.json() for h in self.ledger.snapshot().handouts]
         return out
 
     def desired(self, token: Optional[str] = None, privsep: Optional[bool] = None) -> access.Desired:
@@ -120,77 +96,66 @@ class NodeService:
     def converge(self, *, caller: str, dry_run: bool = False, token: Optional[str] = None,
                  privsep: Optional[bool] = None) -> Dict[str, Any]:
         d = self.desired(token, privsep)
-        with self._exclusive():
+        with self.ledger.lock():
             plan = self._plan(d, mint=False)
             if dry_run:
                 return {"dry_run": True, "steps": [s.describe() for s in plan.steps]}
             applied = self._apply(plan, caller, "converge")
         return {"dry_run": False, "steps": [s.describe() for s in applied.steps]}
 
-    def plan_mint(self, *, token: Optional[str] = None,
-                  privsep: Optional[bool] = None) -> Dict[str, Any]:
-        """What a mint would change, written nowhere."""
-        plan = self._plan(self.desired(token, privsep), mint=True)
-        return {"dry_run": True, "steps": [s.describe() for s in plan.steps]}
+    def plan_mint(self, *, token: Optional[str] = None, privsep: Optional[bool] = None,
+                  rotate: bool = False) -> Dict[str, Any]:
+        """What a mint would change, written nowhere (an existing token is kept unless rotated)."""
+        d = self.desired(token, privsep)
+        exists = self._holder(d) is not None
+        plan = self._plan(d, mint=rotate or not exists)
+        return {"dry_run": True, "steps": [s.describe() for s in plan.steps],
+                "kept": exists and not rotate}
 
     def mint(self, *, caller: str, token: Optional[str] = None, privsep: Optional[bool] = None,
-             handout_ttl: int = 660) -> Minted:
-        """Converge, mint a secret, verify it, and open a hand-out that must be finished
-        (delivered or cancelled) before `handout_ttl` seconds, or the token is revoked."""
-        self.sweep()
+             handout_ttl: int = 660, rotate: bool = False, owner: Optional[int] = None) -> Minted:
+        """Converge, mint a secret, verify it, and open a hand-out that ends delivered or revoked:
+        revoked when `owner` (the asking process) dies, or after `handout_ttl` seconds. An
+        existing token gets a new secret only with `rotate`: its consumer loses the old one."""
+        ttl = self.handout_ttl(handout_ttl)
         d = self.desired(token, privsep)
-        with self._exclusive():
-            busy = self._pending_for(d.token_id)
-            if busy:
-                raise ServiceError(
-                    "handout_in_progress",
-                    f"token {d.token_id} is being handed out right now (started "
-                    f"{_clock(busy['minted_at'])} by {busy['caller']}, open until "
-                    f"{_clock(busy['deadline'])}); re-minting it would kill that secret. Wait for "
-                    "it to finish, or use another token name (--token NAME)", 409)
+        with self.ledger.lock():
+            self.ledger.sweep(self._revoke_record)  # frees a name whose bootstrap died
             facts = self._require_writable(d)
-            applied = self._apply(self._plan(d, mint=True, facts=facts), caller, "mint")
-            minted = applied.minted
-            try:
-                privs = self._verify(d, minted)
-            except ServiceError:
-                access.Applier(self.pveum).revoke(d)
-                audit.warning("revoke token=%s caller=%s reason=verification-failed", d.token_id, caller)
-                raise
-            handout = self._open_handout(d, caller, applied.how, handout_ttl)
-        return Minted(d.token_id, minted.secret, [s.describe() for s in applied.steps], applied.how,
-                      handout["id"], handout["deadline"], self._payload(d, privs, facts))
+            self.ledger.check_free(d.token_id)
+            self.ledger.check_writable()
+            holder = self._holder(d)
+            if holder is not None and not rotate:
+                raise _kept(d, holder)
+            return self._mint(d, caller, owner, ttl, holder is not None, facts)
 
     def finish_handout(self, handout_id: str, *, caller: str, delivered: bool,
                        to: str = "") -> Dict[str, Any]:
-        with self._exclusive():
-            h = self.store.load()["handouts"].get(handout_id)
-            if h is None:
-                raise ServiceError("no_such_handout",
-                                   f"no open hand-out {handout_id} (finished, or revoked when it "
-                                   "timed out)", 404)
-            if delivered:
-                self._close_handout(h, delivered_to=to or "unknown")
-                audit.info("deliver token=%s to=%s caller=%s", h["token_id"], to, caller)
-                return {"token_id": h["token_id"], "delivered": True}
-            revoked = self._revoke_handout(h, f"cancelled by {caller}: {to or 'no reason given'}")
-            return {"token_id": h["token_id"], "delivered": False, "revoked": revoked}
+        if delivered:
+            h = self.ledger.deliver(handout_id, to or "unknown", caller)
+            return {"token_id": h.token_id, "delivered": True}
+        with self.ledger.lock():
+            h = next((h for h in self.ledger.snapshot().handouts if h.id == handout_id), None)
+            revoked = self.ledger.cancel(handout_id, self._revoke_record,
+                                         f"cancelled by {caller}: {to or 'no reason given'}")
+        return {"token_id": h.token_id if h else None, "delivered": False, "revoked": revoked}
 
     def revoke(self, token: str, *, caller: str) -> Dict[str, Any]:
         d = self.desired(token)
-        with self._exclusive():
+        with self.ledger.lock():
             self._require_writable(d)
-            busy = self._pending_for(d.token_id)
+            self.ledger.sweep(self._revoke_record)
+            busy = self.ledger.snapshot().for_token(d.token_id)
             if busy:
                 raise ServiceError("handout_in_progress", f"token {d.token_id} is being handed out "
-                                   f"right now (by {busy['caller']}, until {_clock(busy['deadline'])}); "
+                                   f"right now (by {busy.caller}, until {clock_text(busy.deadline)}); "
                                    "cancel that pvemond-bootstrap (Ctrl-C) instead", 409)
             step = access.token_teardown(usercfg.read(self.cfg.node.pve_dir), d)
             if step.change == access.ABSENT:
                 raise ServiceError("no_such_token", f"{d.user} has no token {token} "
                                    "(pvemond tokens lists them)", 404)
             self._apply(access.Plan(d, (step,)), caller, "revoke")
-            self.store.update(lambda s: _forget(s, d.token_id))
+            self.ledger.forget(d.token_id)
         return {"token_id": d.token_id, "revoked": True}
 
     def uninstall(self, *, caller: str, dry_run: bool = False) -> Dict[str, Any]:
@@ -198,18 +163,19 @@ class NodeService:
         d = self.desired()
         if d.user == "root@pam":
             raise ServiceError("refused", "access.user is root@pam, which pvemond never removes", 422)
-        with self._exclusive():
+        with self.ledger.lock():
             self._require_writable(d, check_privileges=False)
             plan = access.teardown(usercfg.read(self.cfg.node.pve_dir), d)
-            busy = self._open_handouts()
             if dry_run:
                 return {"dry_run": True, "steps": [s.describe() for s in plan.steps]}
+            self.ledger.sweep(self._revoke_record)
+            busy = self.ledger.snapshot().handouts
             if busy:
-                raise ServiceError("handout_in_progress", f"token {busy[0]['token_id']} is being "
+                raise ServiceError("handout_in_progress", f"token {busy[0].token_id} is being "
                                    "handed out right now; wait for its pvemond-bootstrap to finish, "
                                    "or cancel it (Ctrl-C)", 409)
             self._apply(plan, caller, "uninstall")
-            self.store.update(lambda s: (s["tokens"].clear(), s["handouts"].clear()))
+            self.ledger.forget_all()
         return {"dry_run": False, "steps": [s.describe() for s in plan.steps]}
 
     def doctor(self, *, caller: str, fix: bool = False) -> Dict[str, Any]:
@@ -226,38 +192,81 @@ class NodeService:
         return {"result": worst, "checks": [c.json() for c in checks], "fixed": fixed}
 
     def sweep(self) -> List[str]:
-        """Revoke tokens whose hand-out timed out (a bootstrap killed with SIGKILL, a lost host)."""
-        now = self.clock()
-        late = [h for h in self.store.load()["handouts"].values() if h["deadline"] < now]
-        done = []
-        for h in late:
-            with self._exclusive():
-                self._revoke_handout(h, "not delivered before its deadline")
-            done.append(h["token_id"])
-        return done
+        """Revoke every token whose hand-out can no longer be delivered: its bootstrap died, its
+        mint was cut off, or its deadline passed. The daemon runs it at start and every second."""
+        return self.ledger.sweep(self._revoke_record)
 
     # -- reading ---------------------------------------------------------------------------
     def tokens(self, state: Optional[usercfg.AccessState] = None) -> List[Dict[str, Any]]:
         state = state or usercfg.read(self.cfg.node.pve_dir)
         user = state.users.get(self.cfg.access.user)
-        stored = self.store.load()
-        open_until = {h["token_id"]: h["deadline"] for h in self._open_handouts(stored)}
-        return [{**_TOKEN_META, **stored["tokens"].get(t.full_id, {}),
-                 "managed": t.full_id in stored["tokens"], "token_id": t.full_id, "name": t.name,
+        stored = self.ledger.snapshot()
+        open_until = {h.token_id: h.deadline for h in stored.handouts}
+        return [{**dict.fromkeys(TOKEN_META), **stored.tokens.get(t.full_id, {}),
+                 "managed": t.full_id in stored.tokens, "token_id": t.full_id, "name": t.name,
                  "privsep": int(t.privsep), "expire": t.expire, "comment": t.comment,
                  "handout_until": open_until.get(t.full_id)}
                 for t in (user.tokens if user else ()) if t.name != doctor.PROBE_TOKEN]
 
+    def handout_ttl(self, ttl: int) -> int:
+        """The hand-out's lifetime if allowed: refused, never clamped."""
+        most = self.cfg.daemon.handout_timeout
+        if not MIN_HANDOUT_TTL <= ttl <= most:
+            raise ServiceError("bad_request", f"handout_ttl must be between {MIN_HANDOUT_TTL} and "
+                               f"{most} seconds (daemon.handout_timeout), not {ttl}")
+        return ttl
+
     # -- internals -------------------------------------------------------------------------
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """One change at a time: a thread lock in this worker, a file lock across workers."""
-        with self._lock:
-            path = Path(self.cfg.daemon.state_dir) / "lock"
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with open(path, "a") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                yield
+    def _holder(self, d: access.Desired) -> Optional[Dict[str, Any]]:
+        """What is known of the token if it exists (a consumer may hold its secret), else None."""
+        user = usercfg.read(self.cfg.node.pve_dir).users.get(d.user)
+        if not user or not user.token(d.token):
+            return None
+        meta = self.ledger.snapshot().tokens.get(d.token_id)
+        return {**dict.fromkeys(TOKEN_META), **(meta or {}), "managed": meta is not None}
+
+    def _mint(self, d: access.Desired, caller: str, owner: Optional[int], ttl: int,
+              rotating: bool, facts: Facts) -> Minted:
+        """Apply the plan; the ledger records the intent right before pveum makes the secret,
+        and closes it (revoking what was made) if anything after that fails."""
+        intent: List[Handout] = []
+
+        def before_mint() -> None:
+            intent.append(self.ledger.intend(
+                token_id=d.token_id, user=d.user, token=d.token, caller=caller, owner=owner,
+                ttl=ttl, privsep=d.privsep, rotating=rotating))
+
+        applier = access.Applier(self.pveum, self.caps, before_mint=before_mint)
+        try:
+            applied = self._apply(self._plan(d, mint=True, facts=facts), caller, "mint", applier)
+            privs = self._verify(d, applied.minted)
+            h = self.ledger.offer(intent[0], applied.how)
+        except BaseException:
+            if intent:
+                self._give_up(intent[0], applier)
+            raise
+        return Minted(d.token_id, applied.minted.secret, [s.describe() for s in applied.steps],
+                      applied.how, h.id, h.deadline, self._payload(d, privs, facts),
+                      {"path": d.acl_path, "https": self.cfg.node.verify_https})
+
+    def _give_up(self, h: Handout, applier: access.Applier) -> None:
+        """A mint that failed after its intent: revoke what it made. A rotation whose pveum run
+        itself failed left the old secret as it was, so its consumer keeps it."""
+        kept = h.rotating and applier.minting and applier.minted is None
+        try:
+            self.ledger.abandon(h, (lambda _: False) if kept else self._revoke_record,
+                                "the old secret is unchanged" if kept else "the mint failed")
+        except Exception as exc:  # the record stays; the next sweep revokes
+            audit.error("revoke token=%s after a failed mint failed: %s (will retry)", h.token_id, exc)
+
+    def _revoke_record(self, h: Handout) -> bool:
+        """Remove a hand-out's token with its own ACLs; False if it is already gone."""
+        d = access.Desired.from_config(self.cfg.access, token=h.token, user=h.user)
+        step = access.token_teardown(usercfg.read(self.cfg.node.pve_dir), d)
+        if step.change == access.ABSENT:
+            return False
+        self._apply(access.Plan(d, (step,)), h.caller, "revoke")
+        return True
 
     def _require_writable(self, d: access.Desired, check_privileges: bool = True) -> Facts:
         f = self.facts()
@@ -278,9 +287,10 @@ class NodeService:
         state = usercfg.read(self.cfg.node.pve_dir)
         return access.plan(state, d, mint=mint, now=self.clock())
 
-    def _apply(self, plan: access.Plan, caller: str, action: str) -> access.Applied:
+    def _apply(self, plan: access.Plan, caller: str, action: str,
+               applier: Optional[access.Applier] = None) -> access.Applied:
         try:
-            applied = access.Applier(self.pveum, self.caps).apply(plan)
+            applied = (applier or access.Applier(self.pveum, self.caps)).apply(plan)
         except P.PveumError as exc:
             audit.warning("%s token=%s caller=%s result=failed error=%s", action,
                           plan.desired.token_id, caller, exc)
@@ -312,6 +322,8 @@ class NodeService:
             version = api.get(url, "/version", minted.full_id, minted.secret.reveal(), cafile=ca)
             perms = api.get(url, f"/access/permissions?path={d.acl_path}", minted.full_id,
                             minted.secret.reveal(), cafile=ca)
+        except api.TlsRefused as exc:
+            raise ServiceError("verification_failed", f"{exc}; the token was revoked", 502) from None
         except api.ApiUnreachable as exc:
             raise ServiceError("verification_failed", f"{exc} (is pveproxy running? "
                                "systemctl status pveproxy); the token was revoked", 502) from None
@@ -327,9 +339,9 @@ class NodeService:
     def _inputs(self) -> doctor.Inputs:
         f = self.facts()
         state = usercfg.read(self.cfg.node.pve_dir) if not f.problem else usercfg.AccessState()
-        stored = self.store.load()
-        return doctor.Inputs(self.cfg, f.version, f.cluster, f.problem, state, stored["tokens"],
-                             bool(self._open_handouts(stored)), self.clock())
+        stored = self.ledger.snapshot()
+        return doctor.Inputs(self.cfg, f.version, f.cluster, f.problem, state, stored.tokens,
+                             bool(stored.handouts), self.clock())
 
     def _checks(self) -> List[doctor.Check]:
         i = self._inputs()
@@ -339,7 +351,7 @@ class NodeService:
         """Converge the configured access and each token as it should be (doctor.token_desires)."""
         changed = []
         for d in [self.desired(), *doctor.token_desires(self._inputs())]:
-            with self._exclusive():
+            with self.ledger.lock():
                 applied = self._apply(self._plan(d, mint=False), caller, "fix")
             changed += [s.describe() for s in applied.steps if s.change != access.OK]
         return changed
@@ -348,7 +360,7 @@ class NodeService:
         """Mint a throw-away token (10 minutes), log in with it over HTTPS, remove it."""
         d = self.desired(doctor.PROBE_TOKEN, privsep=False)
         applier = access.Applier(self.pveum)
-        with self._exclusive():
+        with self.ledger.lock():
             try:
                 if access.token_teardown(state, d).change == access.REMOVE:
                     applier.revoke(d)  # left over by an interrupted run
@@ -380,80 +392,36 @@ class NodeService:
         cert, _ = node.tls_files(self.cfg.node.pve_dir)
         return str(node.ca_file(self.cfg.node.pve_dir)) if cert.name == "pve-ssl.pem" else None
 
-    def _open_handout(self, d: access.Desired, caller: str, how: str, ttl: int) -> Dict[str, Any]:
-        now = self.clock()
-        h = {"id": pysecrets.token_hex(8), "token_id": d.token_id, "user": d.user, "token": d.token,
-             "caller": caller, "minted_at": now, "deadline": now + max(30, min(ttl, 86400))}
-
-        def change(s: Dict[str, Any]) -> None:
-            s["handouts"][h["id"]] = h
-            meta = s["tokens"].setdefault(d.token_id, {"created": now})
-            meta.update(minted=now, how=how, privsep=int(d.privsep), delivered_to=None,
-                        delivered_at=None)
-
-        self.store.update(change)
-        audit.info("handout open token=%s id=%s caller=%s deadline=%s", d.token_id, h["id"],
-                   caller, _clock(h["deadline"]))
-        return h
-
-    def _close_handout(self, h: Dict[str, Any], delivered_to: Optional[str] = None) -> None:
-        def change(s: Dict[str, Any]) -> None:
-            s["handouts"].pop(h["id"], None)
-            if delivered_to:
-                s["tokens"].setdefault(h["token_id"], {}).update(
-                    delivered_to=delivered_to, delivered_at=self.clock())
-        self.store.update(change)
-
-    def _revoke_handout(self, h: Dict[str, Any], reason: str) -> bool:
-        d = access.Desired.from_config(self.cfg.access, token=h["token"], user=h["user"])
-        try:
-            removed = access.Applier(self.pveum).revoke(d)
-        except P.PveumError as exc:
-            audit.error("revoke token=%s failed: %s (will retry)", h["token_id"], exc)
-            raise service_error(exc) from None
-        self.store.update(lambda s: (s["handouts"].pop(h["id"], None), _forget(s, h["token_id"])))
-        audit.info("revoke token=%s reason=%s", h["token_id"], reason)
-        return removed
-
-    def _pending(self, stored: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
-        """Every recorded hand-out, oldest first (the sweeper revokes those past deadline)."""
-        handouts = (stored or self.store.load())["handouts"].values()
-        return sorted(handouts, key=lambda h: h["minted_at"])
-
-    def _open_handouts(self, stored: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
-        """The hand-outs still before their deadline: a bootstrap is waiting on each."""
-        now = self.clock()
-        return [h for h in self._pending(stored) if h["deadline"] >= now]
-
-    def _pending_for(self, token_id: str) -> Optional[Dict[str, Any]]:
-        return next((h for h in self._open_handouts() if h["token_id"] == token_id), None)
-
     def _payload(self, d: access.Desired, privs: Dict[str, int], f: Facts) -> Dict[str, Any]:
         """What a consumer needs besides the secret: where to connect and how to trust it."""
         n = self.cfg.node
         cert, _ = node.tls_files(n.pve_dir)
-        trust = {"version": formats.PAYLOAD_VERSION,
-                 "ca_pem": node.ca_file(n.pve_dir).read_text(encoding="ascii")}
-        if self._trust() is None:  # a custom certificate, which _verify_https checked that way
+        ca = self._trust()
+        if ca is None:  # a custom certificate, which _verify_https checked that way
             trust = {"version": formats.SYSTEM_TRUST_VERSION, "trust": "system", "ca_pem": None}
-        return {**trust, "user": d.user, "token_name": d.token,
-                "token_id": d.token_id, "privsep": int(d.privsep), "cluster": f.cluster.name if f.cluster else None,
+        else:
+            trust = {"version": formats.PAYLOAD_VERSION,
+                     "ca_pem": node.ca_file(n.pve_dir).read_text(encoding="ascii")}
+        return {**trust, "user": d.user, "token_name": d.token, "token_id": d.token_id,
+                "privsep": int(d.privsep), "cluster": f.cluster.name if f.cluster else None,
                 "node": f.cluster.nodename if f.cluster else None,
                 "nodes": node.node_endpoints(f.cluster, n.pve_dir),
                 "pve_version": f.version.version if f.version else None,
                 "fingerprint": node.fingerprint(cert), "privileges": privs}
 
 
-# What pvemond records about a token it minted (state.json); null for one it did not.
-_TOKEN_META = dict.fromkeys(("created", "minted", "how", "delivered_to", "delivered_at"))
-
-
-def _forget(s: Dict[str, Any], token_id: str) -> None:
-    s["tokens"].pop(token_id, None)
-
-
-def _clock(epoch: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(epoch))
+def _kept(d: access.Desired, holder: Dict[str, Any]) -> ServiceError:
+    """An existing token is never re-minted by a plain run: its consumer would get 401."""
+    if holder["delivered_to"]:
+        who = f"delivered to {holder['delivered_to']} at {clock_text(holder['delivered_at'])}"
+    else:
+        who = "made by pvemond" if holder["managed"] else "not made by pvemond; someone may use it"
+    return ServiceError(
+        "token_exists", f"token {d.token_id} exists ({who}); nothing was minted, so its consumer "
+        f"keeps working. A new secret for it (the old one dies at once): pvemond rotate {d.token}; "
+        "a token for another consumer: pvemond-bootstrap --token NAME", 409, token_id=d.token_id,
+        delivered_to=holder["delivered_to"], delivered_at=holder["delivered_at"],
+        managed=holder["managed"])
 
 
 def _cluster_json(c: Optional[node.Cluster]) -> Optional[Dict[str, Any]]:

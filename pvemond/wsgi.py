@@ -8,21 +8,39 @@ import time
 from pvemond import config
 from pvemond.rest import create_app
 
-SWEEP_EVERY = 15.0
+# Seconds between sweeps: a dead bootstrap's token is revoked within about this long. A sweep
+# that finds nothing to do reads one small file and looks at /proc.
+SWEEP_EVERY = 1.0
 
-_cfg = config.load()
+
+def _load() -> config.Config:
+    """A bad file (changed since the master read it): one `Error:` paragraph, no traceback, and
+    gunicorn's "worker failed to boot" exit (3), which stops the master too."""
+    try:
+        return config.load()
+    except config.ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
+
+
+_cfg = _load()
 logging.basicConfig(stream=sys.stderr, level=_cfg.daemon.log_level.upper(),
                     format="%(name)s: %(levelname)s: %(message)s")
 app = create_app(_cfg)
 
 
 def _sweep_forever() -> None:
+    """The first sweep runs at start: it reconciles what a killed daemon left behind."""
     service = app.config["SERVICE"]
+    failing = False
     while True:
         try:
             service.sweep()
-        except Exception:  # the next round retries; the daemon stays up
-            logging.getLogger("pvemond").exception("sweeping expired hand-outs failed")
+            failing = False
+        except Exception:  # the next round retries; the daemon stays up; one log line per outage
+            if not failing:
+                logging.getLogger("pvemond").exception("sweeping hand-outs failed")
+            failing = True
         time.sleep(SWEEP_EVERY)
 
 

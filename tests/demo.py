@@ -79,6 +79,8 @@ def admin_view(config: Path, node, hosts) -> int:
     """What the admin sees afterwards: a break, doctor naming it, --fix, all green."""
     say("on the node: the tokens pvemond knows (who claimed them, never a secret)")
     show("root@pve1:~", "pvemond tokens", run_cli("admin", "tokens", config=config, prefix=hosts["node"]))
+    say("a plain re-run keeps the delivered token: the monitoring host's secret stays valid")
+    show("root@pve1:~", "pvemond-bootstrap", run_cli("bootstrap", config=config, prefix=hosts["node"]))
     say("someone turns privilege separation on by hand; pvemond doctor names it, --fix repairs it")
     node.run_pveum("user", "token", "modify", "monitoring@pve", "monitoring", "--privsep", "1")
     print("root@pve1:~# pveum user token modify monitoring@pve monitoring --privsep 1")

@@ -20,6 +20,21 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
+PRIVS = "Datastore.Audit,SDN.Audit,Sys.Audit,VM.Audit"
+# user.cfg after a fresh converge and mint, as the simulator and upstream pveum both write it.
+FRESH_USER_CFG = f"""\
+user:monitoring@pve:1:0::::PVE monitoring (managed by pvemond)::
+token:monitoring@pve!monitoring:0:0:managed by pvemond:
+user:root@pam:1:0:::root@example.com:::
+
+
+
+role:monitoring:{PRIVS}:
+
+acl:1:/:monitoring@pve:monitoring:
+"""
+
+
 def write_config(path: Path, sim, proxy_url: str, workdir: Path, **sections: Dict) -> Path:
     """A pvemond.yaml pointing at the simulated node `sim`; `sections` override per section."""
     cfg = {
@@ -74,6 +89,8 @@ class Daemon:
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 20.0) -> "Daemon":
+        # A killed daemon's socket file may still reach a dying worker: never mistake it for ours.
+        self.socket.unlink(missing_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [*self.prefix, sys.executable, "-m", "gunicorn", "-c", "python:pvemond.gunicorn_conf",
@@ -150,28 +167,34 @@ class Bootstrap:
                                      stderr=subprocess.PIPE, text=True, cwd=REPO,
                                      start_new_session=True)
         self.events: List[Dict] = []
+        self._partial = b""
 
     def wait_for(self, event: str, timeout: float = 60) -> Dict:
-        """Read events until `event` (the claim code, the outcome...)."""
+        """Read events until `event` (the claim code, the outcome...). Reads the pipe itself:
+        a buffered readline after select() would hide lines that arrived together."""
         import json
         import select
         deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
         while time.monotonic() < deadline:
             found = next((e for e in self.events if e["event"] == event), None)
             if found:
                 return found
-            if not select.select([self.proc.stdout], [], [], 0.5)[0]:
+            if not select.select([fd], [], [], 0.5)[0]:
                 continue
-            line = self.proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 raise RuntimeError(f"bootstrap ended without {event}: {self.proc.stderr.read()}")
-            self.events.append(json.loads(line))
+            self._partial += chunk
+            *lines, self._partial = self._partial.split(b"\n")
+            self.events += [json.loads(ln) for ln in lines if ln.strip()]
         raise TimeoutError(f"no {event} event within {timeout} s")
 
     def finish(self, timeout: float = 60) -> int:
         import json
         out, self.stderr = self.proc.communicate(timeout=timeout)
-        self.events += [json.loads(ln) for ln in out.splitlines() if ln.strip()]
+        rest = self._partial.decode() + out
+        self.events += [json.loads(ln) for ln in rest.splitlines() if ln.strip()]
         return self.proc.returncode
 
     def signal(self, sig: int) -> None:

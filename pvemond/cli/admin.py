@@ -107,7 +107,7 @@ def rotate(client: Client, args: argparse.Namespace, cfg: config.Config) -> int:
         cfg = bootstrap.with_claim_options(cfg, args)
     except config.ConfigError as exc:
         return out.fail("bad_config", str(exc), EXIT_USAGE)
-    args.token = args.name
+    args.token, args.rotate = args.name, True
     bootstrap.on_sigterm_interrupt()
     return bootstrap.bootstrap(client, out, cfg, args, bool(token["privsep"]))
 

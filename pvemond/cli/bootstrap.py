@@ -19,7 +19,7 @@ from pvemond import claim, config, formats
 from pvemond.cli import handoff
 from pvemond.cli.report import Reporter
 from pvemond.client import ApiError, Client, DaemonDown
-from pvemond.files import read_optional, write_private
+from pvemond.files import read_optional, staged_private, write_private
 from pvemond.pve import node
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DAEMON_DOWN = 0, 1, 2, 3
@@ -28,9 +28,12 @@ CLAIM_EXIT = {"claimed": EXIT_OK, "expired": handoff.EXIT_EXPIRED,
 CLAIM_WHY = {"expired": "nobody claimed the token before the code expired",
              "burned": "too many wrong codes: the claim was burned",
              "stopped": "cancelled"}
-# Seconds a redeemed claim waits for the daemon to come back (`systemctl restart pvemond` takes
-# one or two).
+# Seconds a delivery waits for the daemon to come back (`systemctl restart pvemond` takes one or
+# two) before the secret is held back: it leaves only once the daemon has recorded it. A claim
+# waits less (its client is on the line and retries), a local delivery more.
 RESTART_GRACE = 10.0
+CLAIM_GRACE = 6.0
+WRITER = "pvemond-bootstrap"  # the header of the configs it writes on the node
 
 _DONE = {"create": "created", "repair": "repaired", "ok": "already right"}
 _WOULD = {"create": "would create", "repair": "would repair", "ok": "already right",
@@ -43,6 +46,14 @@ class Interrupted(Exception):
     pass
 
 
+@dataclasses.dataclass(frozen=True)
+class Handout:
+    """The daemon's hand-out this run holds open, and the token it is for."""
+
+    id: str
+    token: str
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pvemond-bootstrap",
@@ -52,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
                "4 claim expired, 5 claim burned, 6 cancelled (4-6: the token was revoked)")
     p.add_argument("--token", help="token name, one per consumer (default from the config: monitoring)")
     p.add_argument("--privsep", type=int, choices=(0, 1), help="privilege separation (default 0)")
+    p.add_argument("--rotate", action="store_true",
+                   help="the token exists: give it a new secret (its consumer loses the old one "
+                        "at once); without it an existing token is kept and only repaired")
     p.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
     p.add_argument("--json", action="store_true", help="machine-readable events, one JSON object a line")
     add_handout_options(p)
@@ -93,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     on_sigterm_interrupt()
     try:
         if args.dry_run:
-            return dry_run(client, out, args.token, privsep)
+            return dry_run(client, out, args.token, privsep, args.rotate)
         return bootstrap(client, out, cfg, args, privsep)
     except DaemonDown as exc:
         return out.fail("daemon_down", str(exc), EXIT_DAEMON_DOWN)
@@ -113,90 +127,146 @@ def with_claim_options(cfg: config.Config, args: argparse.Namespace) -> config.C
     return dataclasses.replace(cfg, claim=dataclasses.replace(cfg.claim, **given))
 
 
-def dry_run(client: Client, out: Reporter, token: Optional[str], privsep: Optional[bool]) -> int:
-    for step in client.mint(dry_run=True, token=token, privsep=privsep)["steps"]:
-        out.step(step, _WOULD[step["change"]])
+def dry_run(client: Client, out: Reporter, token: Optional[str], privsep: Optional[bool],
+            rotate: bool = False) -> int:
+    plan = client.mint(dry_run=True, token=token, privsep=privsep, rotate=rotate)
+    for step in plan["steps"]:
+        kept = plan.get("kept") and step["part"] == "token" and step["change"] == "ok"
+        out.step(step, "exists: kept (--rotate for a new secret)" if kept else _WOULD[step["change"]])
     return EXIT_OK
 
 
 def bootstrap(client: Client, out: Reporter, cfg: config.Config, args: argparse.Namespace,
               privsep: Optional[bool]) -> int:
+    """Check what can fail before any pveum write (the output, the claim port), then mint,
+    verify and deliver; every way out of here ends the hand-out delivered or revoked."""
     local = bool(args.format or args.output)
-    ttl = 120 if local else cfg.claim.ttl + 120
-    minted = client.mint(token=args.token, privsep=privsep, handout_ttl=ttl)
-    handout = minted["handout"]["id"]
+    problem = client.health()["problem"]  # not a PVE node: say so before anything else
+    if problem:
+        return out.fail("not_a_pve_node", problem, EXIT_ERROR)
     try:
-        for step in minted["steps"]:
-            word = _HOW[minted["how"]] if step["part"] == "token" else _DONE[step["change"]]
-            out.step(step, word)
-        out.verified(minted["token_id"], sorted(minted["payload"]["privileges"]))
+        listener = None if local else _listen(cfg)
+        if local:
+            check_output(args.output)
+    except OSError as exc:
+        return out.fail("not_started", f"{exc}; nothing was changed", EXIT_ERROR)
+    try:
+        minted = client.mint(token=args.token, privsep=privsep, rotate=args.rotate,
+                             handout_ttl=120 if local else cfg.claim.ttl + 120)
+    except BaseException as exc:
+        if listener:
+            listener.cancel()
+        if isinstance(exc, ApiError) and exc.code == "token_exists":
+            return keep(client, out, args.token, privsep, exc)
+        raise
+    handout = Handout(minted["handout"]["id"], minted["token_id"].split("!", 1)[1])
+    try:
+        _report_mint(out, minted)
         payload = dict(minted["payload"], secret=minted["secret"],
                        token_string=f"{minted['token_id']}={minted['secret']}")
         del minted
         if local:
-            target = deliver_local(out, cfg, args, payload)
-        else:
-            return deliver_claim(client, out, cfg, handout, payload)
+            deliver_local(client, out, cfg, args, payload, handout)
+            return EXIT_OK
+        return deliver_claim(client, out, cfg, listener, handout, payload)
     except (Exception, KeyboardInterrupt, Interrupted) as exc:
+        if listener:
+            listener.cancel()
         return _abandon(client, out, handout, _what(exc))
-    _record_delivery(client, handout, target)
+
+
+def keep(client: Client, out: Reporter, token: Optional[str], privsep: Optional[bool],
+         exists: ApiError) -> int:
+    """The token exists and someone may hold its secret: repair what drifted, mint nothing."""
+    for step in client.converge(token=token, privsep=privsep)["steps"]:
+        out.step(step, "kept" if step["part"] == "token" and step["change"] == "ok"
+                 else _DONE[step["change"]])
+    out.kept(exists.data)
     return EXIT_OK
 
 
-def deliver_local(out: Reporter, cfg: config.Config, args: argparse.Namespace,
-                  payload: Dict[str, Any]) -> str:
-    """Render the consumer's config and write it where the admin asked; return where."""
+def _report_mint(out: Reporter, minted: Dict[str, Any]) -> None:
+    for step in minted["steps"]:
+        out.step(step, _HOW[minted["how"]] if step["part"] == "token" else _DONE[step["change"]])
+    out.verified(minted["token_id"], sorted(minted["payload"]["privileges"]), **minted["verified"])
+
+
+def _listen(cfg: config.Config) -> handoff.Listener:
+    cert, key = node.tls_files(cfg.node.pve_dir)
+    return handoff.Listener(cert, key, cfg.claim)
+
+
+def check_output(output: Optional[str]) -> None:
+    """Refuse an output that cannot be written before a secret exists for it."""
+    if not output:
+        return
+    target = Path(output).absolute()
+    if not target.parent.is_dir():
+        raise OSError(f"{target.parent} is not a directory (for -o {output})")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise OSError(f"cannot write into {target.parent} (for -o {output})")
+    if target.exists() and not target.is_file():
+        raise OSError(f"{target} exists and is not a regular file")
+
+
+def deliver_local(client: Client, out: Reporter, cfg: config.Config, args: argparse.Namespace,
+                  payload: Dict[str, Any], handout: Handout) -> None:
+    """Render the consumer's config and write it where the admin asked. The file is written
+    aside first and put in place only once the daemon has recorded the delivery."""
     fmt = args.format or "json"
     system = formats.system_trust(payload)  # a custom certificate: no CA of ours to point at
     if not args.output:
         ca = None if system else str(node.ca_file(cfg.node.pve_dir))
-        out.deliver(formats.render(fmt, payload, ca_path=ca))
-        return "stdout"
+        text = formats.render(fmt, payload, ca_path=ca, writer=WRITER)
+        _record_delivery(client, handout, "stdout")
+        out.deliver(text)
+        return
     output = Path(args.output).absolute()
     ca_path = None if system else output.with_name(f"pve-{formats.module_name(payload)}-ca.pem")
     text = formats.render(fmt, payload, ca_path=ca_path and str(ca_path),
-                          existing=read_optional(str(output)))
+                          existing=read_optional(str(output)), writer=WRITER)
     if ca_path:
         write_private(str(ca_path), payload["ca_pem"], mode=0o644)
-    write_private(str(output), text)
+    with staged_private(str(output), text):
+        _record_delivery(client, handout, f"file {output}")
     out.note(f"wrote the {fmt} config to {output} (mode 0600)"
              + (f" and the cluster CA to {ca_path}" if ca_path else "; the system CAs verify the node"))
-    return f"file {output}"
 
 
-def deliver_claim(client: Client, out: Reporter, cfg: config.Config, handout: str,
-                  payload: Dict[str, Any]) -> int:
-    cert, key = node.tls_files(cfg.node.pve_dir)
-    listener = handoff.Listener(json.dumps(payload).encode(), cert, key, cfg.claim)
+def deliver_claim(client: Client, out: Reporter, cfg: config.Config, listener: handoff.Listener,
+                  handout: Handout, payload: Dict[str, Any]) -> int:
+    listener.arm(json.dumps(payload).encode())
+    cert, _ = node.tls_files(cfg.node.pve_dir)
     address = _local_address(payload)
     payload.clear()  # from here on only the listener process holds the secret
+    waiting = _Waiting(client, listener, handout)
     try:
         offer = handoff.offer(listener, cert, address)
         out.claim_open(offer, handoff.commands(offer), cfg.claim.ttl, _warnings(cfg, offer))
-        outcome = _wait(listener, out, offer)
+        outcome = waiting.until_done(out, offer)
     except (KeyboardInterrupt, Interrupted):
         outcome = listener.cancel()
-    except BaseException:
-        listener.cancel()
-        raise
     if outcome.status == "claimed":
-        _record_delivery(client, handout, f"claim from {outcome.peer}")
         out.claimed(outcome.peer or "?", outcome.at or time.time())
         return EXIT_OK
+    if waiting.recorded:  # recorded, then the listener ended: the consumer may hold the secret
+        return out.fail("unconfirmed", f"the delivery to {waiting.recorded} was recorded, but the "
+                        "claim listener ended before confirming it; the token is kept. If the "
+                        f"claim failed there: pvemond rotate {handout.token}", EXIT_ERROR)
     why = CLAIM_WHY[outcome.status]
     if outcome.status == "burned":
         why += f" after {outcome.attempts} wrong codes (last from {outcome.peer})"
     return _abandon(client, out, handout, why, CLAIM_EXIT[outcome.status])
 
 
-def _record_delivery(client: Client, handout: str, to: str) -> None:
-    """Tell the daemon the secret was delivered, waiting out a restart of the daemon: the
-    consumer already holds the secret, and an unfinished hand-out gets the token revoked."""
-    deadline = time.monotonic() + RESTART_GRACE
+def _record_delivery(client: Client, handout: Handout, to: str, grace: float = RESTART_GRACE) -> None:
+    """Have the daemon record the delivery, waiting out a restart of the daemon. A retry that
+    finds the hand-out closed asks whether it was closed by this very delivery."""
+    deadline = time.monotonic() + grace
     retried = False
     while True:
         try:
-            client.finish_handout(handout, delivered=True, to=to)
+            client.finish_handout(handout.id, delivered=True, to=to)
             return
         except DaemonDown:
             if time.monotonic() >= deadline:
@@ -204,17 +274,43 @@ def _record_delivery(client: Client, handout: str, to: str) -> None:
             retried = True
             time.sleep(0.5)
         except ApiError as exc:
-            if retried and exc.code == "no_such_handout":
+            if retried and exc.code == "no_such_handout" and _recorded(client, to):
                 return  # the connection broke after the daemon had recorded it
             raise
 
 
-def _wait(listener: handoff.Listener, out: Reporter, offer: handoff.Offer) -> claim.Outcome:
-    while True:
-        outcome = listener.poll(1.0)
-        if outcome:
-            return outcome
-        out.countdown(offer.expires_at - time.time())
+def _recorded(client: Client, to: str) -> bool:
+    return any(t.get("delivered_to") == to for t in client.tokens()["tokens"])
+
+
+class _Waiting:
+    """The wait for the claim, answering the listener's "may the secret go?" on the way."""
+
+    def __init__(self, client: Client, listener: handoff.Listener, handout: Handout):
+        self.client, self.listener, self.handout = client, listener, handout
+        self.recorded: Optional[str] = None  # to whom the daemon has recorded a delivery
+
+    def until_done(self, out: Reporter, offer: handoff.Offer) -> claim.Outcome:
+        while True:
+            got = self.listener.poll(1.0)
+            if isinstance(got, handoff.Claiming):
+                self._answer(got.peer)
+            elif got:
+                return got
+            out.countdown(offer.expires_at - time.time())
+
+    def _answer(self, peer: str) -> None:
+        """The secret may go once the delivery is recorded. A listener that died before our
+        answer sent nothing: the recorded token then holds a secret nobody has, so it goes."""
+        try:
+            _record_delivery(self.client, self.handout, f"claim from {peer}", CLAIM_GRACE)
+        except (DaemonDown, ApiError):
+            self.listener.answer(False)
+            return
+        if self.listener.answer(True):
+            self.recorded = peer
+        else:
+            self.client.revoke(self.handout.token)
 
 
 def _local_address(payload: Dict[str, Any]) -> str:
@@ -232,14 +328,34 @@ def _warnings(cfg: config.Config, offer: handoff.Offer) -> List[str]:
             + node.firewall_rule(nodename, offer.port, cfg.claim.allow, "pvemond claim")]
 
 
-def _abandon(client: Client, out: Reporter, handout: str, why: str, rc: int = EXIT_ERROR) -> int:
+def _abandon(client: Client, out: Reporter, handout: Handout, why: str,
+             rc: int = EXIT_ERROR) -> int:
     try:
-        revoked = client.finish_handout(handout, delivered=False, to=why)
-    except (DaemonDown, ApiError) as exc:
-        return out.fail("not_delivered", f"{why}; the token could not be revoked now ({exc}); "
-                        "pvemond revokes it when its hand-out deadline passes", rc)
-    word = "revoked" if revoked.get("revoked") else "already gone"
+        try:
+            revoked = client.finish_handout(handout.id, delivered=False, to=why)["revoked"]
+        except ApiError as exc:
+            if exc.code != "no_such_handout":
+                raise
+            revoked = _revoke_unrecorded(client, handout)
+    except ApiError as exc:
+        return out.fail("not_delivered", f"{why}; the token could not be revoked now "
+                        f"({exc.detail}); pvemond revokes it at its next sweep", rc)
+    except DaemonDown:
+        return out.fail("not_delivered", f"{why}; pvemond is not running, and revokes the token "
+                        "as soon as it runs again (this bootstrap has ended)", rc)
+    word = "revoked" if revoked else "already gone"
     return out.fail("not_delivered", f"{why}; the token was {word}", rc)
+
+
+def _revoke_unrecorded(client: Client, handout: Handout) -> bool:
+    """The daemon no longer knows the hand-out (it ended, or its state was damaged) and nobody
+    received the secret: revoke the token by name."""
+    try:
+        return bool(client.revoke(handout.token)["revoked"])
+    except ApiError as exc:
+        if exc.code == "no_such_token":
+            return False
+        raise
 
 
 def _what(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ import re
 import socket
 import ssl
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, NoReturn, Optional, Tuple
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ from pvemond.pve import api
 DEFAULT_PORT = 8116
 ROUTE = "/v1/claim"
 MAX_PAYLOAD = 1 << 20
+# Seconds a claim keeps retrying while the node cannot record the hand-out (a daemon restart).
+RETRY_FOR = 45.0
 
 (EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_PIN, EXIT_WRONG_CODE, EXIT_EXPIRED, EXIT_CLAIMED,
  EXIT_BURNED, EXIT_NOT_ALLOWED, EXIT_NETWORK, EXIT_OUTPUT, EXIT_CHECK, EXIT_RATE) = range(13)
@@ -41,8 +44,8 @@ exit codes:
   3   the node's key does not match the pin (or was not trusted): the code was NOT sent
   4   wrong claim code
   5   the code expired, or the claim was cancelled on the node
-  6   ALREADY CLAIMED: someone else took this token; on the node run pvemond-bootstrap again
-      (it rotates the secret, revoking the taken one) and find out who did
+  6   ALREADY CLAIMED: someone else took this token; on the node run `pvemond rotate NAME`
+      (a new secret, revoking the taken one) and find out who did
   7   burned: too many wrong codes, the node revoked the token
   8   this host's address is not allowed to claim (pvemond-bootstrap --allow)
   9   network or TLS failure: node unreachable, port blocked, listener gone
@@ -122,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     preflight(args.format, args.output)  # a claim is single use: fail before spending it
     if pin is None:
         pin = tofu(host, port, args.timeout)
-    payload = redeem(host, port, pin, code, args.timeout)
+    payload = redeem_patiently(host, port, pin, code, args.timeout)
     written = write_output(args.format, args.output, payload)
     report(args.format, payload, written, f"{host}:{port}")
     if args.check:
@@ -246,6 +249,11 @@ def tls_connect(host: str, port: int, timeout: float) -> ssl.SSLSocket:
         raise Failure(EXIT_NETWORK, f"cannot connect to {where}: {_why(exc)}") from None
     try:
         return ctx.wrap_socket(raw, server_hostname=None if _is_ip(host) else host)
+    except ConnectionResetError:
+        raw.close()
+        raise Failure(EXIT_NETWORK, f"{where} reset the connection before TLS: the claim "
+                      "listener refuses hosts outside its --allow and hosts with too many "
+                      "connections open; check the --allow that pvemond-bootstrap was given") from None
     except (OSError, ssl.SSLError) as exc:
         raw.close()
         raise Failure(EXIT_NETWORK, f"TLS handshake with {where} failed ({_why(exc)}): is this "
@@ -330,6 +338,29 @@ def tofu(host: str, port: int, timeout: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # The claim
 
+class _Later(Exception):
+    """The node took the code but cannot record the hand-out yet (its daemon restarts)."""
+
+    def __init__(self, after: float, failure: Failure):
+        super().__init__(str(failure))
+        self.after, self.failure = after, failure
+
+
+def redeem_patiently(host: str, port: int, pin: str, code: str, timeout: float) -> Dict[str, Any]:
+    """Redeem, retrying while the node answers 503 not_recorded: the secret leaves the node only
+    once pvemond there has recorded where it goes, and the code stays valid meanwhile."""
+    end = time.monotonic() + RETRY_FOR
+    while True:
+        try:
+            return redeem(host, port, pin, code, timeout)
+        except _Later as later:
+            if time.monotonic() + later.after > end:
+                raise later.failure from None
+            say(f"pvemond-claim: the node cannot record the hand-out yet; retrying in "
+                f"{later.after:g} s")
+            time.sleep(later.after)
+
+
 def redeem(host: str, port: int, pin: str, code: str, timeout: float) -> Dict[str, Any]:
     """POST the code over the pinned connection; the payload, or a Failure per server error."""
     tls = connect_pinned(host, port, pin, timeout)
@@ -346,8 +377,20 @@ def redeem(host: str, port: int, pin: str, code: str, timeout: float) -> Dict[st
     finally:
         conn.close()
     if resp.status != 200:
-        server_failure(resp.status, body, f"{host}:{port}")
+        try:
+            server_failure(resp.status, body, f"{host}:{port}")
+        except Failure as failure:
+            if resp.status == 503:
+                raise _Later(_retry_after(resp.getheader("Retry-After")), failure) from None
+            raise
     return _payload(body)
+
+
+def _retry_after(value: Optional[str]) -> float:
+    try:
+        return min(max(float(value or 2), 0.5), 10.0)
+    except ValueError:
+        return 2.0
 
 
 def _payload(body: bytes) -> Dict[str, Any]:
@@ -391,8 +434,14 @@ _FAILURES: Dict[str, Tuple[int, str]] = {
                   "run it again for a new code"),
     "already_claimed": (EXIT_CLAIMED, "WARNING: this token was {detail}. If that was not you, "
                         "someone else claimed this token: treat its secret as stolen, run "
-                        "pvemond-bootstrap on the node again (it rotates the secret, which "
-                        "revokes the stolen one) and find out who that address is."),
+                        "`pvemond rotate NAME` on the node (a new secret, which revokes the "
+                        "stolen one) and find out who that address is."),
+    "claim_in_progress": (EXIT_CLAIMED, "WARNING: someone else is redeeming this code right now "
+                          "({detail}). If that is not you, run `pvemond rotate NAME` on the node "
+                          "once it is done, and find out who it was."),
+    "not_recorded": (EXIT_NETWORK, "the node could not record the hand-out ({detail}); the code "
+                     "stays valid until it expires: check pvemond on the node (systemctl status "
+                     "pvemond), then run this again"),
     "burned": (EXIT_BURNED, "the claim is burned ({detail}); run pvemond-bootstrap on the node "
                "again for a new code"),
     "source_not_allowed": (EXIT_NOT_ALLOWED, "{detail}; run pvemond-bootstrap with an --allow "

@@ -1,8 +1,15 @@
 """The claim hand-off as pvemond-bootstrap runs it.
 
 A forked child binds the one-shot TLS listener as root (it needs the node key), drops to nobody,
-and serves; it alone holds the payload. The parent shows the code and a countdown, and tells the
-daemon the outcome, which revokes the token unless it was claimed.
+and dies with its parent (PR_SET_PDEATHSIG). It binds BEFORE the daemon mints, so a busy port
+costs no token; the parent then passes it the payload, and from then on only the child holds
+the secret. When a right code arrives, the child asks the parent, which records the delivery with
+the daemon first: the secret leaves the node only once pvemond knows where it went.
+
+Parent <-> child: one JSON object a line each way.
+  child -> parent  {"port"} | {"error"}, then {"expires_at"}, then {"claiming": ip}* and the
+                   outcome {"status", "peer", "at", "attempts"}
+  parent -> child  the payload, then one answer per "claiming": {"go": true|false}
 """
 from __future__ import annotations
 
@@ -17,12 +24,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
-from pvemond import claim, codes, tlspin
+from pvemond import claim, codes, procs, tlspin
 from pvemond.config import ClaimConfig
 
 EXIT_EXPIRED, EXIT_BURNED, EXIT_CANCELLED = 4, 5, 6
+# How long the child waits for the parent's word on a claim (the parent waits out a daemon
+# restart for less than this).
+ANSWER_WAIT = 15.0
 
 
 @dataclass(frozen=True)
@@ -38,41 +48,65 @@ class Offer:
     address: str
 
 
-class Listener:
-    """The child process serving the claim; `wait()` returns its claim.Outcome."""
+@dataclass(frozen=True)
+class Claiming:
+    """A right code arrived from `peer`: the parent must say whether the secret may leave."""
 
-    def __init__(self, payload: bytes, cert: Path, key: Path, cfg: ClaimConfig):
+    peer: str
+
+
+class Listener:
+    """The child process serving the claim: bound at construction, serving once `arm`ed."""
+
+    def __init__(self, cert: Path, key: Path, cfg: ClaimConfig):
         self.code = codes.new_code()
-        self._read, write = os.pipe()
+        self._read, child_write = os.pipe()
+        child_read, self._write = os.pipe()
+        parent = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:  # the child never returns
             os.close(self._read)
-            _child(payload, self.code, cert, key, cfg, write)
-        os.close(write)
-        self._pending = b""
+            os.close(self._write)
+            _child(self.code, cert, key, cfg, child_read, child_write, parent)
+        os.close(child_read)
+        os.close(child_write)
+        self._reader = _LineReader(self._read)
+        self.expires_at = 0.0
         first = self._line(timeout=30)
         if "port" not in first:
             self.wait()
             raise OSError(first.get("error", "the claim listener did not start"))
-        self.port, self.expires_at = first["port"], first["expires_at"]
+        self.port = first["port"]
+
+    def arm(self, payload: bytes) -> None:
+        """Hand the child the payload (it holds the secret); the code's lifetime starts now."""
+        os.write(self._write, payload + b"\n")
+        got = self._line(timeout=30)
+        if "expires_at" not in got:
+            self.cancel()
+            raise OSError(got.get("error", "the claim listener did not take the payload"))
+        self.expires_at = got["expires_at"]
+
+    def answer(self, go: bool) -> bool:
+        """Tell the child; False if it is gone (then it sent nothing)."""
+        try:
+            os.write(self._write, json.dumps({"go": go}).encode() + b"\n")
+            return True
+        except BrokenPipeError:
+            return False  # poll() reports how it ended
 
     def _line(self, timeout: Optional[float]) -> Dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self._pending:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not select.select([self._read], [], [], left)[0]:
-                return {}
-            chunk = os.read(self._read, 4096)
-            if not chunk:
-                return {"error": "the claim listener exited unexpectedly"}
-            self._pending += chunk
-        line, self._pending = self._pending.split(b"\n", 1)
-        return json.loads(line)
+        line = self._reader.line(timeout)
+        if line is None:
+            return {}
+        return json.loads(line) if line else {"error": "the claim listener exited unexpectedly"}
 
-    def poll(self, timeout: float) -> Optional[claim.Outcome]:
+    def poll(self, timeout: float) -> Union[None, Claiming, claim.Outcome]:
         got = self._line(timeout)
         if not got:
             return None
+        if "claiming" in got:
+            return Claiming(got["claiming"])
         self.wait()
         if "status" not in got:
             return claim.Outcome("stopped", None, None, 0)
@@ -80,15 +114,22 @@ class Listener:
 
     def cancel(self) -> claim.Outcome:
         """Stop serving (the child answers no one after this) and reap it."""
+        if self.expires_at:
+            self.answer(False)  # armed: a claim waiting for our word gets a no at once
         try:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        outcome = self.poll(20)
-        if outcome is None:  # wedged: it must not outlive us holding the secret
-            os.kill(self.pid, signal.SIGKILL)
-            self.wait()
-        return outcome or claim.Outcome("stopped", None, None, 0)
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            got = self.poll(max(0.0, end - time.monotonic()))
+            if isinstance(got, Claiming):
+                self.answer(False)
+            elif got is not None:
+                return got
+        os.kill(self.pid, signal.SIGKILL)  # wedged: it must not outlive us holding the secret
+        self.wait()
+        return claim.Outcome("stopped", None, None, 0)
 
     def wait(self) -> None:
         try:
@@ -97,29 +138,68 @@ class Listener:
             pass
 
 
-def _child(payload: bytes, code: str, cert: Path, key: Path, cfg: ClaimConfig, out: int) -> None:
+def _child(code: str, cert: Path, key: Path, cfg: ClaimConfig, inbox: int, out: int,
+           parent: int) -> None:
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)  # stdout is the parent's (events, configs); never keep it open
-        listener = claim.ClaimListener(payload, code, str(cert), str(key), host=cfg.listen,
+        reader = _LineReader(inbox)
+        listener = claim.ClaimListener(b"", code, str(cert), str(key), host=cfg.listen,
                                        port=cfg.port, ttl=cfg.ttl, max_attempts=cfg.max_attempts,
-                                       allow=cfg.allow, log=_claim_log())
-        del payload
+                                       allow=cfg.allow, log=_claim_log(),
+                                       before_handout=lambda ip: _ask(out, reader, ip))
         try:
             _, port = listener.bind()
         except OSError as exc:
-            _send(out, error=f"cannot listen on {cfg.listen} port {cfg.port}: {exc.strerror}")
+            _send(out, error=f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else
+                  f"cannot listen on {cfg.listen} port {cfg.port}: {exc.strerror}")
             return
         _drop_root()
+        procs.die_with_parent(parent)  # after the uid change, which clears it
+        _send(out, port=port)
+        payload = reader.line(None)
+        if not payload:
+            return  # the parent gave up before minting
         signal.signal(signal.SIGTERM, lambda *_: listener.stop())
-        _send(out, port=port, expires_at=listener.expires_at)
+        listener.arm(payload)
+        del payload
+        _send(out, expires_at=listener.expires_at)
         _send(out, **asdict(listener.serve()))
         status = 0
     finally:
         os._exit(status)
+
+
+class _LineReader:
+    def __init__(self, fd: int):
+        self.fd, self.buf = fd, b""
+
+    def line(self, timeout: Optional[float]) -> Optional[bytes]:
+        """The next line without its newline; b"" at EOF, None when `timeout` passes first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return b""
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+
+def _ask(out: int, reader: _LineReader, ip: str) -> bool:
+    """May the secret go to `ip`? Only once the parent has the delivery recorded."""
+    _send(out, claiming=ip)
+    raw = reader.line(ANSWER_WAIT)
+    try:
+        return json.loads(raw or b"{}").get("go") is True
+    except (ValueError, AttributeError):
+        return False
 
 
 def _send(fd: int, **fields: Any) -> None:

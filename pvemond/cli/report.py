@@ -29,10 +29,20 @@ class Reporter:
         for finding in step["findings"] if step["change"] == "repair" else ():
             self._say(f"      - {finding}")
 
-    def verified(self, token_id: str, privs: List[str]) -> None:
+    def verified(self, token_id: str, privs: List[str], path: str, https: bool) -> None:
         if self.as_json:
-            return self._emit("verified", token_id=token_id, privileges=privs)
-        self._say(f"  verified: {token_id} holds {', '.join(privs)} on /, and pveproxy accepts it")
+            return self._emit("verified", token_id=token_id, privileges=privs, path=path,
+                              https=https)
+        how = ("pveproxy accepts it" if https
+               else "not tried over HTTPS (node.verify_https is off)")
+        self._say(f"  verified: {token_id} holds {', '.join(privs)} on {path}, and {how}")
+
+    def kept(self, exists: Dict[str, Any]) -> None:
+        """An existing token was kept: nothing minted, its consumer keeps working."""
+        if self.as_json:
+            fields = ("token_id", "delivered_to", "delivered_at", "managed", "detail")
+            return self._emit("kept", **{k: exists.get(k) for k in fields})
+        self._say(f"  {exists.get('detail')}")
 
     def note(self, text: str) -> None:
         if self.as_json:

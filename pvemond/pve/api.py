@@ -24,6 +24,10 @@ class ApiUnreachable(Exception):
     pass
 
 
+class TlsRefused(ApiUnreachable):
+    """pveproxy answered, with a certificate that does not verify: it runs, the trust is wrong."""
+
+
 def tls_context(cafile: Optional[str]) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.check_hostname = True
@@ -43,7 +47,7 @@ def get(base_url: str, path: str, token_id: str, secret: str, *, cafile: Optiona
         resp = conn.getresponse()
         body = resp.read()
     except ssl.SSLCertVerificationError as exc:
-        raise ApiUnreachable(f"TLS verification of {base_url} failed: {exc.verify_message}") from None
+        raise TlsRefused(f"TLS verification of {base_url} failed: {exc.verify_message}") from None
     except (OSError, http.client.HTTPException) as exc:
         raise ApiUnreachable(f"cannot reach pveproxy at {base_url}: {exc}") from None
     finally:

@@ -30,6 +30,8 @@ PRIVILEGES = {
                   "VM.GuestAgent.Unrestricted"},
 }
 LATEST_KNOWN = max(PRIVILEGES)
+# Every privilege some supported version knows: a name outside it is a typo on any node.
+ALL_PRIVILEGES = frozenset().union(*PRIVILEGES.values())
 
 
 @dataclass(frozen=True)

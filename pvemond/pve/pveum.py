@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import sh
 
+from pvemond import procs
 from pvemond.secret import Secret
 
 # sh logs every chunk a child writes at DEBUG: pveum's stdout carries the secret.
@@ -151,8 +152,10 @@ class Pveum:
                                   "(pvemond manages the access control of a PVE node)") from None
         extra = {"_return_cmd": True} if _SH2 else {}  # on sh 1.14 it would become an argument
         try:
+            # A killed daemon takes its pveum along: the ledger then knows nothing changes
+            # behind it (an orphaned `token add` could create a secret after the sweep).
             proc = program(*args, _tty_out=False, _ok_code=list(range(256)),
-                           _timeout=self.timeout, **extra)
+                           _timeout=self.timeout, _preexec_fn=procs.die_with_parent, **extra)
         except sh.TimeoutException:
             raise PveumTimeout(words, "", None,
                                f"'{words}' did not finish within {self.timeout:g} s") from None

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import stat
+import subprocess
 import time
 
 import pytest
 import yaml
 
-from harness import Bootstrap, Daemon, free_port, run_cli, write_config
+from harness import Bootstrap, Daemon, cli, env_for, free_port, run_cli, write_config
 from pvemond.client import Client
 
 
@@ -49,13 +50,17 @@ def test_claim_while_the_daemon_restarts_is_recorded(daemon, node, config, claim
     b = Bootstrap(config, *claim_args)
     offer = b.wait_for("claim_open")
     daemon.stop()
-    r = run_cli("claim", f"127.0.0.1:{offer['port']}", offer["code"], "--pin", offer["pin"],
-                "--format", "json", "-o", str(tmp_path / "pve.json"), config=config)
-    assert r.returncode == 0, r.stderr
-    # The listener lingers 2 s after a claim (pvemond/claim.py, grace) before bootstrap reports.
-    time.sleep(3)
+    claim = subprocess.Popen(cli("claim", f"127.0.0.1:{offer['port']}", offer["code"], "--pin",
+                                 offer["pin"], "--format", "json", "-o", str(tmp_path / "pve.json")),
+                             env=env_for(config), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    # The secret waits in the listener until the daemon has recorded where it goes.
+    time.sleep(8)  # longer than bootstrap's wait for a restarting daemon: the client retries
+    assert claim.poll() is None and not (tmp_path / "pve.json").exists()
     assert b.proc.poll() is None, "bootstrap gave up while the daemon was down"
     daemon.start()
+    _, err = claim.communicate(timeout=60)
+    assert claim.returncode == 0, err
+    assert "cannot record the hand-out yet; retrying" in err
     assert b.finish() == 0, b.stderr
     assert b.events[-1]["event"] == "claimed"
     tokens = {t["name"]: t for t in Client(str(daemon.socket)).tokens()["tokens"]}

@@ -6,24 +6,12 @@ import dataclasses
 
 import pytest
 
-from harness import token_works
+from harness import FRESH_USER_CFG, PRIVS, token_works
 from pvemond import config
 from pvemond.service import NodeService, ServiceError
 
 pytestmark = pytest.mark.pve(8, 9)
 
-PRIVS = "Datastore.Audit,SDN.Audit,Sys.Audit,VM.Audit"
-FRESH_USER_CFG = f"""\
-user:monitoring@pve:1:0::::PVE monitoring (managed by pvemond)::
-token:monitoring@pve!monitoring:0:0:managed by pvemond:
-user:root@pam:1:0:::root@example.com:::
-
-
-
-role:monitoring:{PRIVS}:
-
-acl:1:/:monitoring@pve:monitoring:
-"""
 
 
 @pytest.fixture
@@ -59,7 +47,11 @@ def test_converged_node_changes_nothing_but_the_secret(service, node, proxy, pve
     service.finish_handout(first.handout, caller="test", delivered=True, to="test")
     before = node.user_cfg()
     node.clear_calls()
-    again = service.mint(caller="test")
+    with pytest.raises(ServiceError) as kept:  # a delivered token is never re-minted unasked
+        service.mint(caller="test")
+    assert kept.value.code == "token_exists" and kept.value.status == 409
+    assert kept.value.extra["delivered_to"] == "test" and node.calls() == []
+    again = service.mint(caller="test", rotate=True)
     assert [s["change"] for s in again.steps] == ["ok", "ok", "ok", "mint"]
     assert node.user_cfg() == before
     words = call_words(node)
@@ -80,12 +72,12 @@ def test_missing_regenerate_is_learned_once(service, node, pve):
         h = service.mint(caller="test", token=name)
         service.finish_handout(h.handout, caller="test", delivered=True)
     node.clear_calls()
-    h = service.mint(caller="test", token="first")
+    h = service.mint(caller="test", token="first", rotate=True)
     service.finish_handout(h.handout, caller="test", delivered=True)
     assert h.how == "re-created"
     assert call_words(node)[:2] == ["user token modify", "user token remove"]  # tried, refused
     node.clear_calls()
-    m = service.mint(caller="test", token="second")
+    m = service.mint(caller="test", token="second", rotate=True)
     assert m.how == "re-created"
     assert "user token modify" not in call_words(node)  # not tried again
 
@@ -152,7 +144,7 @@ def test_privsep_1_token_keeps_its_acl_when_reminted(service, node, proxy, pve):
     add. The re-minted token must get it back (else verification fails and it is revoked)."""
     first = service.mint(caller="test", token="grafana", privsep=True)
     service.finish_handout(first.handout, caller="test", delivered=True)
-    m = service.mint(caller="test", token="grafana", privsep=True)
+    m = service.mint(caller="test", token="grafana", privsep=True, rotate=True)
     assert m.how == ("re-created" if pve == 8 else "regenerated")
     assert "acl:1:/:monitoring@pve,monitoring@pve!grafana:monitoring:" in node.user_cfg()
     assert token_works(proxy, node, m.token_id, m.secret.reveal()) == 200

@@ -46,11 +46,24 @@ def test_fresh_bootstrap_then_rerun(daemon, node, bootstrap, pve):
     payload = json.loads(first.stdout)
     assert payload["token_id"] == "monitoring@pve!monitoring" and len(payload["secret"]) == 36
 
-    again = bootstrap("--format", "json")
+    kept = bootstrap("--json", "--format", "json")
+    assert kept.returncode == 0, kept.stderr
+    events = [json.loads(ln) for ln in kept.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["step"] * 4 + ["kept"]
+    assert events[-1]["delivered_to"] == "stdout" and events[-1]["managed"] is True
+    assert "pvemond rotate monitoring" in events[-1]["detail"]
+    assert token_secret(node, "monitoring") == payload["secret"]  # nothing was minted
+
+    again = bootstrap("--rotate", "--format", "json")
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("already right") == 3
     assert ("regenerated in place" if pve == 9 else "removed and re-added") in again.stderr
     assert json.loads(again.stdout)["secret"] != payload["secret"]
+
+
+def token_secret(node, name: str) -> str:
+    line = next(ln for ln in node.token_cfg().splitlines() if f"!{name} " in ln)
+    return line.split()[1]
 
 
 def test_drift_is_reported_and_repaired(daemon, node, bootstrap):
@@ -59,7 +72,8 @@ def test_drift_is_reported_and_repaired(daemon, node, bootstrap):
     r = bootstrap("--format", "env")
     assert r.returncode == 0, r.stderr
     assert "repaired" in r.stderr and "is disabled: every token of it gets 401" in r.stderr
-    assert "PVE_TOKEN_VALUE=" in r.stdout
+    assert "token monitoring@pve!monitoring exists" in r.stderr and r.stdout == ""
+    assert "user:monitoring@pve:1:" in node.user_cfg()  # enabled again, by the converge
 
 
 def test_dry_run(daemon, node, bootstrap):

@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -49,7 +50,7 @@ class Site:
         self.proxy = self.node.start_proxy(port=port)
 
     def bootstrap(self, token: str = None) -> None:
-        m = self.svc.mint(caller="test", token=token)
+        m = self.svc.mint(caller="test", token=token, rotate=True)
         self.svc.finish_handout(m.handout, caller="test", delivered=True, to="test")
 
     def doctor(self, fix: bool = False) -> Dict:
@@ -274,12 +275,14 @@ def test_firewall_on_without_rules(ready):
     fw.mkdir(exist_ok=True)
     (fw / "cluster.fw").write_text("[OPTIONS]\n\nenable: 1\n")
     report = ready.doctor()
-    assert_names(report, "firewall", "warn", "open only to the management ipset",
-                 "timeouts from a monitoring host outside", "--dport 8006")
+    proxy_port = urlsplit(ready.proxy.url).port  # pveproxy's port, as node.pveproxy_url says
+    assert_names(report, "firewall", "warn", f"drops port {proxy_port}",
+                 "timeouts on the monitoring host", f"--dport {proxy_port} ")
     claim = check(report, "claim_port")
     assert claim["status"] == "warn" and f"--dport {ready.port}" in claim["fix"], claim
     host = ready.node.local_dir / "host.fw"
-    host.write_text(f"[RULES]\n\nIN ACCEPT -source 192.0.2.20 -p tcp -dport 8006,{ready.port}\n"
+    host.write_text("[RULES]\n\n"
+                    f"IN ACCEPT -source 192.0.2.20 -p tcp -dport {proxy_port},{ready.port}\n"
                     "|IN ACCEPT -p tcp -dport 1:65535 # disabled\n")
     assert_passes(ready.doctor())
 

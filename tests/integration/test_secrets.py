@@ -13,8 +13,8 @@ def files_holding(root: Path, needle: bytes, skip: set) -> list:
 def test_secret_reaches_only_the_chosen_output(tmp_path, daemon, node, bootstrap):
     out = tmp_path / "out" / "pve.env"
     out.parent.mkdir()
-    runs = [bootstrap("--format", "json"), bootstrap("--json", "--format", "env"),
-            bootstrap("--format", "env", "-o", str(out)), bootstrap("--token", "1bad")]
+    runs = [bootstrap("--format", "json"), bootstrap("--json", "--rotate", "--format", "env"),
+            bootstrap("--rotate", "--format", "env", "-o", str(out)), bootstrap("--token", "1bad")]
     secrets = [json.loads(runs[0].stdout)["secret"].encode(),
                json.loads(runs[1].stdout.splitlines()[-1])["output"].split("PVE_TOKEN_VALUE='")[1]
                .split("'")[0].encode()]

@@ -87,7 +87,8 @@ def test_wrong_codes_burn_the_claim_and_revoke(hosts, daemon, node, config):
 def test_allow_refuses_another_source(hosts, daemon, config):
     b, offer = start_bootstrap(config, hosts, "--allow", f"{OTHER_IP}/32")
     refused = claim(hosts, config, offer)
-    assert refused.returncode == 8 and "not in this claim's allowed networks" in refused.stderr
+    assert refused.returncode == 9 and "reset the connection before TLS" in refused.stderr
+    assert "--allow" in refused.stderr
     curl = offer["commands"][1].replace("curl ", f"curl --interface {OTHER_IP} ", 1)
     r = run_on(hosts["mon"], "bash", "-c", curl, config=config)
     assert r.returncode == 0 and json.loads(r.stdout)["secret"]

@@ -96,7 +96,8 @@ def user_list(ctx: Ctx, p: Dict[str, str]) -> List[dict]:
             continue
         if perl_true(p.get("full")):
             entry["groups"] = ",".join(sorted(data["groups"]))
-            entry["tokens"] = [{"tokenid": t, **data["tokens"][t]} for t in sorted(data["tokens"])]
+            # null, not [], for a user without tokens: upstream copies the parsed hash, absent then
+            entry["tokens"] = [{"tokenid": t, **data["tokens"][t]} for t in sorted(data["tokens"])] or None
         realm = names.USERID_RE.fullmatch(userid)
         if realm and realm.group(2) in realms:
             entry["realm-type"] = realms[realm.group(2)]
@@ -394,7 +395,8 @@ def command_tree(ctx: Ctx) -> Tree:
             "list": Command(("acl", "list"), acl_list, (), (), "array", format_options=True,
                             columns=("path", "type", "ugid", "roleid", "propagate")),
         },
-        "help": Command(("help",), lambda c, p: c.out.write(usage_list(command_tree(c)))),
+        "help": Command(("help",), lambda c, p: c.out.write(usage_list(command_tree(c))), ("extra-args",),
+                        (Param("extra-args"), Param("verbose", type="boolean")), optional_args=True),
     }
     tree.update(TOP_ALIASES)
     return tree

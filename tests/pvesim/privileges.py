@@ -52,15 +52,13 @@ def _groups_pve8() -> Groups:
 
 
 def _groups_pve9() -> Groups:
-    # 9.0.2 dropped VM.Monitor and added VM.GuestAgent.*; 9.0.3 added VM.Replicate.
+    # 9.0.2 dropped VM.Monitor and added VM.GuestAgent.*; 9.0.3 added VM.Replicate. The
+    # guest-agent file privileges are in the user group (PVEVMUser has them), as upstream.
     groups = _common_groups()
     groups["VM"] = {
         "root": [],
-        "admin": _VM_ADMIN_COMMON + [
-            "VM.GuestAgent.FileRead", "VM.GuestAgent.FileWrite", "VM.GuestAgent.FileSystemMgmt",
-            "VM.GuestAgent.Unrestricted", "VM.Replicate",
-        ],
-        "user": _VM_USER,
+        "admin": _VM_ADMIN_COMMON + ["VM.GuestAgent.Unrestricted", "VM.Replicate"],
+        "user": _VM_USER + ["VM.GuestAgent.FileRead", "VM.GuestAgent.FileWrite", "VM.GuestAgent.FileSystemMgmt"],
         "audit": ["VM.Audit", "VM.GuestAgent.Audit"],
     }
     return groups

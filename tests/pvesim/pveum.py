@@ -19,7 +19,12 @@ from .state import NodeState
 
 
 class Abort(Exception):
-    """CLIHandler's $abort: 'ERROR: <msg>' plus the short usage, exit 255."""
+    """CLIHandler's $abort: 'ERROR: <msg>' plus the short usage (of the command group
+    `words` for an incomplete command), exit 255."""
+
+    def __init__(self, msg: str, words: Sequence[str] = ()) -> None:
+        super().__init__(msg)
+        self.words = tuple(words)
 
 
 def _expand(node: Tree, word: str) -> Optional[str]:
@@ -51,7 +56,7 @@ def resolve(argv: List[str], tree: Tree) -> Tuple[Command, List[str]]:
                 break
             node = sub
         else:
-            raise Abort(f"incomplete command '{cmdstr}'")
+            raise Abort(f"incomplete command '{cmdstr}'", cmdstr.split()[1:])
     raise Abort("alias loop detected")
 
 
@@ -95,7 +100,7 @@ def run(ctx: Ctx, argv: List[str]) -> Tuple[int, bool]:
     except Abort as abort:
         if injected is not None:
             return _inject(ctx, injected), False
-        ctx.err.write(f"ERROR: {abort}\n" + usage_list(tree))
+        ctx.err.write(f"ERROR: {abort}\n" + usage_list(tree, abort.words))
         return EXIT_ERROR, False
     if injected is not None:
         return _inject(ctx, injected), cmd.write

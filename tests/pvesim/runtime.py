@@ -10,14 +10,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple, Union
 
-from . import names, output, perms
+from . import names, output, perms, usage
 from .cliopts import Param, parse_args, validate
 from .privileges import Privileges, for_major
 from .state import NodeState, version_tuple
 from .usercfg import UserConfig, parse_user_config, read_token_cfg, save_user_config, write_token_cfg
 
 EXIT_ERROR = 255
-USAGE_HEAD = "USAGE: pveum <COMMAND> [ARGS] [OPTIONS]\n"
 
 
 class CliError(Exception):
@@ -55,6 +54,8 @@ class Command:
         parts = ["pveum", *self.words]
         parts += [f"[<{a}>]" if self.optional_args else f"<{a}>" for a in self.args]
         options = [p for p in self.params if p.name not in self.args]
+        if not self.args and (options or self.format_options):
+            parts.append("")  # upstream joins an empty argument list too: "pveum acl list  [...]"
         parts += [f"--{p.name} <{p.type}>" for p in options if not p.optional]
         if any(p.optional for p in options):
             parts.append("[OPTIONS]")
@@ -170,6 +171,7 @@ def _commands(tree: Tree) -> List[Command]:
     return found
 
 
-def usage_list(tree: Tree) -> str:
-    usages = sorted(c.usage() for c in _commands(tree) if c.words != ("help",))
-    return USAGE_HEAD + "".join(f"       {u}\n" for u in usages)
+def usage_list(tree: Tree, words: Sequence[str] = ()) -> str:
+    """print_usage_short: every command, or those under `words` (an incomplete command)."""
+    listing = usage.build([(c.words, c.usage()) for c in _commands(tree)])
+    return usage.usage_text(listing, words)

@@ -220,8 +220,8 @@ class ClaimRun:
         self.stderr = ""
         # The shell prints its PID, then becomes bootstrap: the handle to stop it from here.
         self.proc = node.c.popen(["/bin/sh", "-c", 'echo $$; exec pvemond-bootstrap "$@"', "sh",
-                                  "--json", "--listen", "127.0.0.1", "--port", str(free_port(8116)),
-                                  "--ttl", str(ttl)])
+                                  "--json", "--rotate", "--listen", "127.0.0.1", "--port",
+                                  str(free_port(8116)), "--ttl", str(ttl)])
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.pid = int(self._next(30))
@@ -273,6 +273,27 @@ class ClaimRun:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+class ThreadResult:
+    """Run `fn(*args)` in a thread; `result()` returns its value or raises its exception."""
+
+    def __init__(self, fn, *args):
+        self._out: "queue.Queue" = queue.Queue()
+        threading.Thread(target=lambda: self._out.put(self._call(fn, args)), daemon=True).start()
+
+    @staticmethod
+    def _call(fn, args):
+        try:
+            return (fn(*args), None)
+        except BaseException as exc:  # handed to result(), in the test's thread
+            return (None, exc)
+
+    def result(self, timeout: float):
+        value, exc = self._out.get(timeout=timeout)
+        if exc is not None:
+            raise exc
+        return value
 
 
 def claim_from_host(offer: Dict, workdir: Path) -> Path:
@@ -471,7 +492,11 @@ class TestNode:
     def test_survives_restart_and_converges(self, node: Node):
         node.sh("systemctl restart pvemond")
         assert node.sh("systemctl is-active pvemond").stdout.strip() == "active"
-        out = node.bootstrap("--json", "--format", "json")
+        kept = node.bootstrap("--json", "--format", "json")
+        events = [json.loads(ln) for ln in kept["stdout"].splitlines() if ln.startswith("{")]
+        assert [e["event"] for e in events][-1] == "kept" and events[-1]["delivered_to"] == "stdout", \
+            [e["event"] for e in events]
+        out = node.bootstrap("--json", "--rotate", "--format", "json")
         events = [json.loads(ln) for ln in out["stdout"].splitlines() if ln.startswith("{")]
         steps = [e for e in events if e.get("event") == "step"]
         assert steps and all(s["change"] == "ok" for s in steps if s["part"] != "token"), \
@@ -494,9 +519,10 @@ class TestNode:
 
     def test_claim_survives_a_restart_in_the_middle(self, node: Node, tmp_path: Path):
         """`systemctl restart pvemond` after the code is shown and before it is redeemed. The
-        restart's start is held back 6 s, so bootstrap reports the claim while the daemon is
-        down and must wait for the restarted daemon to record the delivery."""
-        node.slow_start(6)
+        restart's start is held back 8 s, so the claim arrives while the daemon is down: the
+        secret stays in the listener (503, the client retries) until the restarted daemon has
+        recorded the delivery."""
+        node.slow_start(8)
         try:
             with ClaimRun(node) as run:
                 offer = run.wait_for("claim_open")
@@ -504,17 +530,17 @@ class TestNode:
                 node.sh("systemctl restart --no-block pvemond")
                 node.wait_state("activating")
                 since = time.time()
-                output = claim_from_host(offer, tmp_path)
-                # The listener lingers 2 s after a claim (pvemond/claim.py, grace); then
-                # bootstrap reports to the daemon, which is still starting.
+                claim = ThreadResult(claim_from_host, offer, tmp_path)
                 time.sleep(3)
-                during = (node.show("ActiveState")["ActiveState"], run.proc.poll())
+                during = (node.show("ActiveState")["ActiveState"], run.proc.poll(),
+                          (tmp_path / "pve.json").exists())
+                output = claim.result(timeout=90)
                 rc = run.finish()
         finally:
             node.slow_start(None)
-        assert during == ("activating", None), \
-            f"3 s after the claim (daemon state, bootstrap exit) were {during}: bootstrap must " \
-            "still be waiting for the daemon, which must still be starting"
+        assert during == ("activating", None, False), \
+            f"3 s after the claim (daemon state, bootstrap exit, secret delivered) were {during}: " \
+            "the secret must wait in the listener while the daemon is still starting"
         node.check_claimed(run, rc, output, since)
         after = node.show("ActiveState", "MainPID")
         assert after["ActiveState"] == "active" and after["MainPID"] not in (before, "0"), \

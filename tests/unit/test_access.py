@@ -107,5 +107,5 @@ def test_privileges_are_checked_against_the_version(version, priv, ok):
     if ok:
         access.check(d, PveVersion(version))
     else:
-        with pytest.raises(access.PlanError, match=f"{priv} does not exist on Proxmox VE {version}"):
+        with pytest.raises(access.PlanError, match=f"Proxmox VE {version}: unknown privilege {priv}"):
             access.check(d, PveVersion(version))

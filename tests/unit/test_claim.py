@@ -180,8 +180,9 @@ def client_ctx(pki: Pki) -> ssl.SSLContext:
 
 
 def post(pki: Pki, port: int, body: Any = None, *, method: str = "POST", path: str = "/v1/claim",
-         headers: dict | None = None) -> tuple[int, dict, http.client.HTTPResponse]:
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=client_ctx(pki), timeout=5)
+         headers: dict | None = None,
+         timeout: float = 5) -> tuple[int, dict, http.client.HTTPResponse]:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=client_ctx(pki), timeout=timeout)
     data = json.dumps(body if body is not None else {"code": WRONG}).encode() \
         if not isinstance(body, bytes) else body
     try:
@@ -206,6 +207,63 @@ def read_all(sock: socket.socket) -> bytes:
         if not chunk:
             return out
         out += chunk
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for an event the listener reports (a count, a state); the timeout is a safety net."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.02)
+
+
+def fail2ban_lines(run: "Running", ip: str) -> list[str]:
+    return [m for m in run.log.messages("WARNING")
+            if m.startswith(f"pvemond-claim: failed claim from {ip}: ")]
+
+
+class Hostile:
+    """`count` TCP connections to the listener from another loopback address (another host, as
+    the listener sees it), idle or dribbling a TLS record one byte at a time; never reconnects."""
+
+    HELLO = b"\x16\x03\x01\x02\x00" + b"\x01" * 512  # a record header promising 512 bytes
+
+    def __init__(self, port: int, count: int, source: str = "127.0.0.2", dribble: bool = False):
+        self.socks = []
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((source, 0))
+            s.settimeout(10)
+            try:
+                s.connect(("127.0.0.1", port))
+            except ConnectionResetError:
+                pass  # accepted and reset before connect() returned: counted all the same
+            self.socks.append(s)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._dribble, daemon=True)
+        if dribble:
+            self.thread.start()
+
+    def _dribble(self) -> None:
+        live = list(self.socks)
+        for byte in self.HELLO:
+            if self.done.wait(0.2):
+                return
+            for s in list(live):
+                try:
+                    s.send(bytes([byte]))
+                except OSError:  # refused (reset) or timed out by the listener
+                    live.remove(s)
+
+    def __enter__(self) -> "Hostile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join(5)
+        for s in self.socks:
+            s.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,7 +386,7 @@ def test_ipv6_listener_and_bracketed_target(listen, pki, capsys, tmp_path):
 
 
 def test_concurrent_right_codes_one_winner(listen, pki):
-    run = listen(grace=1.0, rate=0)
+    run = listen(grace=1.0, rate=0, max_per_source=8)  # 8 racers from one host
     start = threading.Barrier(8)
     results: list[tuple[int, dict]] = []
 
@@ -504,15 +562,159 @@ def test_stop_from_a_signal_handler(pki):
 
 
 # ---------------------------------------------------------------------------------------------
+# Record before the secret leaves: the before_handout hook and the "claiming" state
+
+class Hook:
+    """A before_handout hook: records what it saw, answers from `answers`, and optionally
+    blocks until the test releases it (the bootstrap parent writing to the daemon)."""
+
+    def __init__(self, *answers: Any, block: bool = False):
+        self.answers, self.block = list(answers), block
+        self.seen: list[tuple[str, str, bool]] = []
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.listener: ClaimListener | None = None
+
+    def __call__(self, ip: str) -> bool:
+        self.seen.append((ip, self.listener.state, self.listener._payload is not None))
+        self.entered.set()
+        if self.block:
+            assert self.release.wait(30)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def listen_with(listen: Callable[..., Running], hook: Hook, **kw: Any) -> Running:
+    run = listen(before_handout=hook, **kw)
+    hook.listener = run.listener
+    return run
+
+
+def claim_in_background(pki: Pki, port: int) -> list:
+    got: list = []
+    threading.Thread(target=lambda: got.append(post(pki, port, {"code": CODE}, timeout=60)),
+                     daemon=True).start()
+    return got
+
+
+def test_hook_records_before_the_payload_leaves(listen, pki, capsys, tmp_path):
+    hook = Hook(True)
+    run = listen_with(listen, hook)
+    rc, _, err = run_cli(capsys, run.target, CODE, "--pin", pki.pin, "-o", str(tmp_path / "x"))
+    assert rc == 0, err
+    assert hook.seen == [("127.0.0.1", "claiming", True)]  # the secret was still here
+    assert run.outcome().status == "claimed"
+
+
+@pytest.mark.parametrize("failure", [False, RuntimeError(SECRET), None, "yes"],
+                         ids=["false", "raises", "none", "truthy"])
+def test_hook_failure_is_503_and_the_code_stays_valid(listen, pki, failure):
+    hook = Hook(failure, True)
+    run = listen_with(listen, hook, max_attempts=1)
+    status, body, resp = post(pki, run.port, {"code": CODE})
+    assert (status, body) == (503, {"error": "not_recorded", "detail": "the node could not record "
+                                    "the hand-out; retry in a few seconds"})
+    assert resp.getheader("Retry-After") == "2"
+    assert (run.listener.state, run.listener.attempts) == ("open", 0)
+    assert "pvemond-claim: failed claim from 127.0.0.1: not_recorded" in run.log.messages("WARNING")
+    status, body, _ = post(pki, run.port, {"code": CODE})
+    assert status == 200 and body["secret"] == SECRET
+    assert run.outcome().status == "claimed"
+    if isinstance(failure, Exception):  # named, never quoted (the fixture checks SECRET too)
+        assert "claim listener: recording the hand-out to 127.0.0.1 failed: RuntimeError" \
+            in run.log.messages("WARNING")
+
+
+def test_while_claiming_right_codes_wait_and_wrong_codes_count(listen, pki):
+    hook = Hook(True, block=True)
+    run = listen_with(listen, hook, rate=0)
+    first = claim_in_background(pki, run.port)
+    assert hook.entered.wait(30)
+    status, body, _ = post(pki, run.port, {"code": CODE})
+    assert (status, body) == (409, {"error": "claim_in_progress",
+                                    "detail": "someone is redeeming this code right now"})
+    status, body, _ = post(pki, run.port, {"code": WRONG})
+    assert (status, body["attempts_left"]) == (403, 4)
+    assert run.listener.state == "claiming" and len(hook.seen) == 1
+    hook.release.set()
+    eventually(lambda: bool(first))
+    assert first[0][0] == 200 and first[0][1]["secret"] == SECRET
+    assert run.outcome().attempts == 1
+    assert "pvemond-claim: failed claim from 127.0.0.1: claim_in_progress" \
+        in run.log.messages("WARNING")
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_stop_during_claiming_waits_for_the_hook(listen, pki, recorded):
+    hook = Hook(recorded, block=True)
+    run = listen_with(listen, hook)
+    got = claim_in_background(pki, run.port)
+    assert hook.entered.wait(30)
+    run.listener.stop()
+    time.sleep(0.3)  # serve() has seen the stop by now, and must not have acted on it
+    assert run.thread.is_alive() and run.listener._payload is not None
+    hook.release.set()
+    eventually(lambda: bool(got))
+    if recorded:  # a recorded delivery is always handed out
+        assert got[0][0] == 200 and got[0][1]["secret"] == SECRET
+        assert run.outcome().status == "claimed"
+    else:
+        assert (got[0][0], got[0][1]["error"]) == (410, "cancelled")
+        assert run.outcome().status == "stopped"
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_expiry_during_claiming_waits_for_the_hook(listen, pki, recorded):
+    now = [1000.0]
+    hook = Hook(recorded, block=True)
+    run = listen_with(listen, hook, ttl=60, clock=lambda: now[0])
+    got = claim_in_background(pki, run.port)
+    assert hook.entered.wait(30)
+    now[0] += 61
+    hook.release.set()
+    eventually(lambda: bool(got))
+    now[0] += 1  # past the grace after a claim
+    if recorded:
+        assert got[0][0] == 200 and run.outcome().status == "claimed"
+    else:
+        assert (got[0][0], got[0][1]["error"]) == (410, "expired")
+        assert run.outcome().status == "expired"
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_wrong_codes_during_claiming_burn_only_an_unrecorded_claim(listen, pki, recorded):
+    hook = Hook(recorded, block=True)
+    run = listen_with(listen, hook, max_attempts=2, rate=0)
+    got = claim_in_background(pki, run.port)
+    assert hook.entered.wait(30)
+    assert [post(pki, run.port, {"code": WRONG})[0] for _ in range(2)] == [403, 410]
+    hook.release.set()
+    eventually(lambda: bool(got))
+    outcome = run.outcome()
+    if recorded:
+        assert got[0][0] == 200 and (outcome.status, outcome.attempts) == ("claimed", 2)
+    else:
+        assert (got[0][0], got[0][1]["error"]) == (410, "burned")
+        assert (outcome.status, outcome.peer, outcome.attempts) == ("burned", "127.0.0.1", 2)
+
+
+# ---------------------------------------------------------------------------------------------
 # Source gates: allow list and rate limit (neither counts as an attempt)
 
-def test_allow_list_refuses_other_sources(listen, pki, capsys, tmp_path):
+def test_allow_list_refuses_other_sources_at_accept(listen, pki, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(claim, "REFUSAL_LOG_INTERVAL", 3600.0)
+    # Closed before TLS: no handshake, no thread, no reply (a non-allowed host costs nothing).
     run = listen(allow=["192.0.2.0/24"], max_attempts=1)
     rc, _, err = run_cli(capsys, run.target, CODE, "--pin", pki.pin, "-o", str(tmp_path / "x"))
-    assert rc == cli.EXIT_NOT_ALLOWED == 8 and "127.0.0.1 is not in" in err and "--allow" in err
-    assert post(pki, run.port, {"code": WRONG})[0] == 403  # would burn if it counted
+    assert rc == cli.EXIT_NETWORK and ("reset" in err.lower() or "TLS handshake" in err)
+    with pytest.raises(OSError):
+        post(pki, run.port, {"code": WRONG})  # would burn if it counted
     assert run.listener.attempts == 0 and run.thread.is_alive()
-    assert "pvemond-claim: failed claim from 127.0.0.1: source_not_allowed" in run.log.messages()
+    assert run.listener._stats == {"source_not_allowed": 2}  # nothing accepted
+    assert fail2ban_lines(run, "127.0.0.1") == [
+        "pvemond-claim: failed claim from 127.0.0.1: source_not_allowed"]  # once, not twice
+    assert run.log.attempts() == []
 
 
 def test_rate_limit_answers_429_without_counting(listen, pki, capsys, tmp_path):
@@ -523,6 +725,98 @@ def test_rate_limit_answers_429_without_counting(listen, pki, capsys, tmp_path):
     assert rc == cli.EXIT_RATE and "rate limiting" in err
     assert run.listener.attempts == 2
     assert run.log.attempts()[-1] == "claim attempt from 127.0.0.1: rate_limited"
+
+
+@pytest.mark.parametrize("dribble", [False, True], ids=["idle", "dribbling"])
+def test_claim_while_a_non_allowed_host_holds_200_connections(listen, pki, capsys, tmp_path,
+                                                              monkeypatch, dribble):
+    # Before: 32 slots shared by everyone, taken before the --allow check: 40 idle connections
+    # from any host blocked every claim.
+    monkeypatch.setattr(claim, "REFUSAL_LOG_INTERVAL", 3600.0)
+    run = listen(allow=["127.0.0.1/32"])
+    with Hostile(run.port, 200, dribble=dribble):
+        # queued before the claim's connection, so all 200 were dealt with before it
+        rc, _, err = run_cli(capsys, run.target, CODE, "--pin", pki.pin,
+                             "-o", str(tmp_path / "pve.yml"))
+        assert rc == 0, err
+    assert run.outcome().status == "claimed"
+    # no TLS and no thread for the other host: the claimant's was the one connection accepted
+    assert run.listener._stats == {"source_not_allowed": 200, "accepted": 1}
+    assert fail2ban_lines(run, "127.0.0.2") == [
+        "pvemond-claim: failed claim from 127.0.0.2: source_not_allowed"]
+
+
+def test_one_source_cannot_take_every_slot(listen, pki, capsys, tmp_path, monkeypatch):
+    # Without --allow: a hostile host holds max_per_source connections, not all of them.
+    monkeypatch.setattr(claim, "REFUSAL_LOG_INTERVAL", 3600.0)
+    run = listen(max_connections=32, max_per_source=4)
+    with Hostile(run.port, 60, dribble=True):
+        rc, _, err = run_cli(capsys, run.target, CODE, "--pin", pki.pin,
+                             "-o", str(tmp_path / "pve.yml"))
+        assert rc == 0, err
+    assert run.listener._stats == {"accepted": 4 + 1, "too_many_connections": 56}
+    assert fail2ban_lines(run, "127.0.0.2") == [
+        "pvemond-claim: failed claim from 127.0.0.2: too_many_connections"]
+    assert run.outcome().status == "claimed"
+
+
+def test_per_source_cap_counts_an_ipv6_64_as_one_source_and_the_total_is_bounded(pki):
+    listener = ClaimListener(b"{}", CODE, str(pki.cert), str(pki.key), max_connections=5,
+                             max_per_source=2, rate=0)
+
+    def admit(ip: str) -> str | None:
+        return listener._admit(ip, claim._bucket_key(ip))
+
+    same_64 = ["2001:db8:1:2::1", "2001:db8:1:2::ffff", "2001:db8:1:2:abcd::9"]
+    assert [admit(ip) for ip in same_64] == [None, None, "too_many_connections"]
+    assert [admit(ip) for ip in ("2001:db8:1:3::1", "192.0.2.1", "192.0.2.2")] == [None] * 3
+    assert admit("192.0.2.3") == "full"
+    listener._release(socket.socket(), claim._bucket_key(same_64[0]), threading.current_thread())
+    assert admit(same_64[2]) is None  # a slot freed in that /64
+
+
+def test_connection_rate_per_source_is_bounded_at_accept(pki):
+    now = [0.0]
+    listener = ClaimListener(b"{}", CODE, str(pki.cert), str(pki.key), rate=1, burst=2,
+                             max_per_source=100, max_connections=100, clock=lambda: now[0])
+    key = claim._bucket_key("192.0.2.1")
+    results = [listener._admit("192.0.2.1", key) for _ in range(9)]
+    assert results == [None] * (2 * claim.ACCEPT_RATE_FACTOR) + ["connection_rate_limited"]
+    assert listener._admit("192.0.2.2", claim._bucket_key("192.0.2.2")) is None
+    now[0] += 1.0
+    assert listener._admit("192.0.2.1", key) is None
+
+
+def test_an_endless_accept_queue_still_lets_serve_look_at_stop_and_expiry(pki):
+    class Endless:  # a flood that reconnects as fast as the listener refuses
+        accepted = 0
+
+        def accept(self) -> tuple:
+            self.accepted += 1
+            return socket.socket(), ("192.0.2.9", 1234)
+
+    listener = ClaimListener(b"{}", CODE, str(pki.cert), str(pki.key), allow=["127.0.0.1/32"],
+                             log=_logger()[0])
+    listener._sock = Endless()
+    listener._accept_all()  # returns, so serve() gets back to its checks
+    assert listener._sock.accepted == claim.ACCEPT_BATCH
+    assert listener._stats == {"source_not_allowed": claim.ACCEPT_BATCH}
+
+
+def test_refusal_lines_are_rate_limited_and_sources_remembered_are_bounded(listen, monkeypatch):
+    monkeypatch.setattr(claim, "REFUSAL_LOG_INTERVAL", 3600.0)
+    monkeypatch.setattr(claim, "REFUSAL_LOG_SOURCES", 3)
+    run = listen(allow=["127.0.0.1/32"])
+    with Hostile(run.port, 20, source="127.0.0.2"):
+        pass
+    for n in range(3, 8):
+        with Hostile(run.port, 2, source=f"127.0.0.{n}"):
+            pass
+    eventually(lambda: run.listener._stats["source_not_allowed"] == 30)
+    lines = [m for m in run.log.messages("WARNING") if m.startswith("pvemond-claim:")]
+    assert lines == [f"pvemond-claim: failed claim from 127.0.0.{n}: source_not_allowed"
+                     for n in range(2, 8)]
+    assert len(run.listener._refusals) == 3  # the latest sources only
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,6 +857,84 @@ def test_length_required_and_huge_declared_length(listen, pki):
     assert run.listener.attempts == 0
 
 
+def raw_exchange(pki: Pki, port: int, request: bytes) -> bytes:
+    sock = tls_socket(pki, port)
+    try:
+        sock.sendall(request)
+        return read_all(sock)
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("value,status,error", [
+    (b"\xb2", b"400", "bad_request"),     # latin-1 "²": str.isdigit() says yes, int() says no
+    (b"\xb9\xb3", b"400", "bad_request"),  # "¹³"
+    (b"+12", b"400", "bad_request"),
+    (b"9" * 5000, b"413", "body_too_large"),  # int() refuses over 4300 digits
+], ids=["superscript-2", "superscripts-13", "plus-sign", "5000-digits"])
+def test_odd_content_length_is_answered_and_logged(listen, pki, value, status, error):
+    run = listen(rate=0)
+    reply = raw_exchange(pki, run.port, b"POST /v1/claim HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: " + value + b"\r\n\r\n")
+    assert reply.split(b" ")[1] == status
+    assert json.loads(reply.split(b"\r\n\r\n")[1])["error"] == error
+    assert fail2ban_lines(run, "127.0.0.1") == [
+        f"pvemond-claim: failed claim from 127.0.0.1: {error}"]
+    assert run.listener.attempts == 0
+
+
+def test_huge_head_gets_its_431_delivered(listen, pki):
+    # The listener stops reading at 8 KiB; closing with the rest unread sent a TCP reset that
+    # destroyed the 431 before the client read it.
+    run = listen(rate=0)
+    request = b"POST /v1/claim HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+    for _ in range(5):
+        reply = raw_exchange(pki, run.port, request)
+        assert reply.startswith(b"HTTP/1.1 431 ") and b'"headers_too_large"' in reply
+    assert len(fail2ban_lines(run, "127.0.0.1")) == 5
+
+
+def test_slow_request_gets_408_and_a_warning(listen, pki):
+    run = listen(timeout=0.5)
+    sock = tls_socket(pki, run.port)
+    sock.sendall(b"POST /v1/claim HTTP/1.1\r\nHost: x\r\n")  # ...and never the rest
+    reply = read_all(sock)
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 408 ") and b'"request_timeout"' in reply
+    assert fail2ban_lines(run, "127.0.0.1") == [
+        "pvemond-claim: failed claim from 127.0.0.1: request_timeout"]
+
+
+def tls12_client(pki: Pki, ciphers: str) -> ssl.SSLContext:
+    ctx = client_ctx(pki)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(ciphers)
+    return ctx
+
+
+@pytest.mark.parametrize("suite", ["AES128-SHA", "AES256-GCM-SHA384", "AES128-GCM-SHA256",
+                                   "AES256-SHA256"])
+def test_tls_refuses_suites_without_ecdhe(listen, pki, suite):
+    run = listen()
+    ctx = tls12_client(pki, suite)
+    with pytest.raises(ssl.SSLError):
+        ctx.wrap_socket(socket.create_connection(("127.0.0.1", run.port), timeout=5),
+                        server_hostname="127.0.0.1")
+
+
+@pytest.mark.parametrize("suite", ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
+                                   "ECDHE-RSA-CHACHA20-POLY1305", None])
+def test_tls_serves_forward_secret_suites(listen, pki, suite):
+    run = listen()
+    ctx = tls12_client(pki, suite) if suite else client_ctx(pki)
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", run.port), timeout=5),
+                         server_hostname="127.0.0.1") as tls:
+        name, version, _ = tls.cipher()
+    assert (name, version) == (suite, "TLSv1.2") if suite else version == "TLSv1.3"
+    offered = run.listener._ctx.get_ciphers()
+    assert offered and all(c["protocol"] == "TLSv1.3" or c["kea"] == "kx-ecdhe" for c in offered)
+
+
 # ---------------------------------------------------------------------------------------------
 # Abuse: garbage, floods, slowloris
 
@@ -589,7 +961,9 @@ def test_garbage_and_plain_http_do_not_hurt(listen, pki, capsys, tmp_path):
 
 
 def test_flood_of_wrong_codes(listen, pki, capsys, tmp_path):
-    run = listen(rate=0, max_attempts=10**6)
+    # 4 clients from one host; a client's next connection may come before the server thread
+    # of its last one has released its slot
+    run = listen(rate=0, max_attempts=10**6, max_per_source=16)
     statuses: collections.Counter = collections.Counter()
     leaked = []
 
@@ -813,3 +1187,9 @@ def test_the_benchmark_listener_script_imports():
     import bench
     header = bench.LISTENER.split("\nl = ")[0]
     exec(compile(header, "bench.LISTENER", "exec"), {})
+
+
+def test_the_slowloris_benchmark_listener_script_imports():
+    import bench
+    header = bench.SLOWLORIS_LISTENER.split("\nl = ")[0]
+    exec(compile(header, "bench.SLOWLORIS_LISTENER", "exec"), {})

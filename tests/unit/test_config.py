@@ -108,3 +108,68 @@ def test_load_uses_the_environment_variable(tmp_path, monkeypatch):
     monkeypatch.setenv(config.ENV_VAR, str(tmp_path / "missing.yaml"))
     with pytest.raises(config.ConfigError, match="file not found"):
         config.load()
+
+
+# --- daemon.tcp: the address as the OS will bind it ------------------------------------------
+
+@pytest.mark.parametrize("spelling, bind", [
+    ("127.0.0.1:8117", "127.0.0.1:8117"),
+    ("127.0.0.2:8117", "127.0.0.2:8117"),
+    ("[::1]:8117", "[::1]:8117"),
+    ("[0:0:0:0:0:0:0:1]:8117", "[::1]:8117"),   # the long spelling, normalised
+    ("127.0.0.1:08117", "127.0.0.1:8117"),
+])
+def test_loopback_spellings_are_normalised_for_gunicorn(spelling, bind):
+    assert parse(f"daemon: {{tcp: '{spelling}'}}").daemon.tcp == spelling
+    assert config.tcp_bind(spelling) == bind
+
+
+@pytest.mark.parametrize("spelling, why", [
+    ("0:0:0:0:0:0:0:1:8117", "IPv6 address goes in brackets"),  # gunicorn: host 0, port 0
+    ("::1:8117", "IPv6 address goes in brackets"),
+    ("::1", "IPv6 address goes in brackets"),
+    ("[::ffff:127.0.0.1]:8117", "IPv4-mapped"),
+    ("::ffff:127.0.0.1", "IPv6 address goes in brackets"),
+    ("127.1:8117", "not an IP address written out in full"),
+    ("[::]:8117", "not a loopback address"),
+    ("0.0.0.0:8117", "not a loopback address"),
+    ("192.0.2.10:8117", "not a loopback address"),
+    ("localhost:8117", "not ADDRESS:PORT"),
+    ("0", "not ADDRESS:PORT"),
+    ("0:8117", "not an IP address written out in full"),
+    ("[::1%lo]:8117", "zone id"),
+    ("[fe80::1%eth0]:8117", "zone id"),
+    ("[127.0.0.1]:8117", "brackets are for IPv6 only"),
+    ("127.0.0.1", "not ADDRESS:PORT"),
+    ("127.0.0.1:0", "not 1-65535"),
+    ("127.0.0.1:65536", "not 1-65535"),
+    ("tcp://127.0.0.1:8117", "not ADDRESS:PORT"),
+    ("127.0.0.1:8117\n", "not ADDRESS:PORT"),
+])
+def test_anything_not_exactly_loopback_is_refused(spelling, why):
+    [problem] = problems(config.yaml.safe_dump({"daemon": {"tcp": spelling}}))
+    assert problem.startswith("daemon.tcp: ") and why in problem
+
+
+# --- names and privileges, whole-string rules --------------------------------------------------
+
+@pytest.mark.parametrize("setting, value", [
+    ("access.user", "a@pve\n"), ("access.role", "monitoring\n"), ("access.token", "nl\n"),
+    ("access.acl_path", "/\n"), ("access.privileges", ["VM.Audit\n"]),
+    ("node.pveproxy_url", "https://127.0.0.1:8006\n"),
+])
+def test_a_final_newline_is_refused(setting, value):
+    section, key = setting.split(".")
+    text = config.yaml.safe_dump({section: {key: value}})
+    assert [p for p in problems(text) if p.startswith(setting)]
+
+
+def test_a_privilege_typo_is_reported_as_unknown_with_the_nearest_names():
+    found = problems("access: {privileges: [VM.Audti, Sys.Audit]}")
+    assert found == ["access.privileges: unknown privilege VM.Audti (nearest: VM.Audit)"]
+
+
+def test_a_real_write_privilege_still_needs_the_loud_setting():
+    [found] = problems("access: {privileges: [VM.Audit, VM.Allocate]}")
+    assert "VM.Allocate can change the cluster" in found
+    assert parse("access: {privileges: [VM.Allocate], allow_write_privileges: true}")

@@ -566,3 +566,25 @@ def test_a_ca_path_is_ignored_only_under_system_trust():
     not_system = dict(system_payload(), trust="cluster-ca")
     with pytest.raises(FormatError, match="ca_path"):
         render("curl", not_system, ca_path=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Who wrote it: pvemond-bootstrap --format -o on the node, pvemond-claim on the monitoring host
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "json"])
+def test_the_header_names_the_writer(fmt):
+    text = render(fmt, make_payload(), ca_path=CA, writer="pvemond-bootstrap")
+    assert text.startswith("# written by pvemond-bootstrap for cluster prod")
+    assert "pvemond-claim" not in text.splitlines()[0]
+    assert render(fmt, make_payload(), ca_path=CA).startswith("# written by pvemond-claim")
+
+
+def test_a_claim_replaces_the_module_bootstrap_wrote():
+    by_node = render("pve-exporter", make_payload(), ca_path=CA, writer="pvemond-bootstrap")
+    by_claim = exporter(existing=by_node)
+    assert by_claim == exporter() and "pvemond-bootstrap" not in by_claim
+
+
+def test_an_unknown_writer_is_refused():
+    with pytest.raises(FormatError, match="unknown writer"):
+        render("env", make_payload(), ca_path=CA, writer="someone")

@@ -65,3 +65,11 @@ def test_builtin_roles_only_hold_valid_privileges_and_pveadmin_lacks_mapping_mod
 def test_for_major_picks_the_list():
     assert for_major(7) is PVE8 and for_major(8) is PVE8
     assert for_major(9) is PVE9 and for_major(10) is PVE9
+
+
+def test_pve9_vm_user_has_the_guest_agent_file_privileges():
+    """As upstream's 9.x create_roles: the file privileges are in the VM user group."""
+    guest_files = {"VM.GuestAgent.FileRead", "VM.GuestAgent.FileSystemMgmt", "VM.GuestAgent.FileWrite"}
+    assert guest_files <= PVE9.builtin_roles["PVEVMUser"]
+    assert "VM.GuestAgent.Unrestricted" not in PVE9.builtin_roles["PVEVMUser"]
+    assert not guest_files & PVE8.builtin_roles["PVEVMUser"]

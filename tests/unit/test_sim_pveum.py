@@ -401,7 +401,7 @@ def test_format_options_only_where_accepted(node):
     assert fails(node, "role", "list", "--output-format", "xml") == (
         "400 Parameter verification failed.\n"
         "output-format: value 'xml' does not have a value in the enumeration 'text, json, json-pretty, yaml'\n"
-        "pveum role list [FORMAT_OPTIONS]\n")
+        "pveum role list  [FORMAT_OPTIONS]\n")  # upstream's usage: two spaces where no argument is
     assert fails(node, "user", "add", "a@pve", "--enable", "maybe") == (
         "400 unable to parse boolean option\npveum user add <userid> [OPTIONS]\n")
 
@@ -433,3 +433,27 @@ def test_parse_warnings_then_write_drops_the_invalid_privilege(node):
     assert res.rc == 0 and res.err == "user config - ignore invalid privilege 'VM.Monitor'\n"  # once, not per read
     assert "role:Legacy:VM.Audit:\n" in node.user_cfg()
     assert pveum_call(node, "role", "list").err == ""
+
+
+# -- as the genuine pveum answers (tests/upstream/test_differential.py) ------------------
+def test_usage_listing_is_upstreams_layout(node):
+    err = fails(node, "frobnicate")
+    assert "\n\n       pveum group add <groupid> [OPTIONS]\n" in err  # groups apart, unmodelled too
+    assert "       pveum acl list  [FORMAT_OPTIONS]\n" in err
+    assert err.endswith("\n       pveum passwd <userid> [OPTIONS]\n       pveum ticket <username> [OPTIONS]\n"
+                        "\n       pveum help [<extra-args>] [OPTIONS]\n")
+    assert fails(node, "user", "token") == (
+        "ERROR: incomplete command 'pveum user token'\nUSAGE: pveum <COMMAND> [ARGS] [OPTIONS]\n\n"
+        "       pveum user token add <userid> <tokenid> [OPTIONS] [FORMAT_OPTIONS]\n"
+        "       pveum user token delete <userid> <tokenid> [FORMAT_OPTIONS]\n"
+        "       pveum user token list <userid> [FORMAT_OPTIONS]\n"
+        "       pveum user token modify <userid> <tokenid> [OPTIONS] [FORMAT_OPTIONS]\n"
+        "       pveum user token permissions <userid> <tokenid> [OPTIONS] [FORMAT_OPTIONS]\n")
+
+
+def test_full_user_list_has_null_tokens_for_a_user_without_any(node):
+    ok(node, "user", "add", "a@pve")
+    ok(node, "user", "token", "add", "a@pve", "t1")
+    users = {u["userid"]: u for u in as_json(node, "user", "list", "--full", "1")}
+    assert users["root@pam"]["tokens"] is None
+    assert users["a@pve"]["tokens"] == [{"expire": 0, "privsep": 1, "tokenid": "t1"}]

@@ -1,0 +1,46 @@
+"""Processes: telling a live one from a recycled PID, and tying a child's life to its parent's.
+Linux only (/proc, prctl), like Proxmox VE."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once, before any fork
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Proc:
+    """A process, told apart from a later one that reuses its PID by its start time."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def of(cls, pid: int) -> Optional["Proc"]:
+        start = _start_time(pid)
+        return None if start is None else cls(pid, start)
+
+    def alive(self) -> bool:
+        return _start_time(self.pid) == self.start
+
+
+def _start_time(pid: int) -> Optional[int]:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # Field 22 (starttime); the command name before it may hold spaces and parentheses.
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def die_with_parent(parent: Optional[int] = None) -> None:
+    """SIGKILL this process when the thread that forked it ends. A uid change clears it, so
+    call it after dropping privileges; with `parent`, exit at once if it is already gone."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
