@@ -245,19 +245,25 @@ def tls_connect(host: str, port: int, timeout: float) -> ssl.SSLSocket:
     except socket.timeout:
         raise Failure(EXIT_NETWORK, f"no answer from {where} within {timeout:g} s: a firewall "
                       f"may drop port {port} on the way to the node") from None
+    except ConnectionResetError:
+        raise _refused_at_accept(where) from None
     except OSError as exc:
         raise Failure(EXIT_NETWORK, f"cannot connect to {where}: {_why(exc)}") from None
     try:
         return ctx.wrap_socket(raw, server_hostname=None if _is_ip(host) else host)
     except ConnectionResetError:
         raw.close()
-        raise Failure(EXIT_NETWORK, f"{where} reset the connection before TLS: the claim "
-                      "listener refuses hosts outside its --allow and hosts with too many "
-                      "connections open; check the --allow that pvemond-bootstrap was given") from None
+        raise _refused_at_accept(where) from None
     except (OSError, ssl.SSLError) as exc:
         raw.close()
         raise Failure(EXIT_NETWORK, f"TLS handshake with {where} failed ({_why(exc)}): is this "
                       "the pvemond claim listener?") from None
+
+
+def _refused_at_accept(where: str) -> Failure:
+    return Failure(EXIT_NETWORK, f"{where} reset the connection before TLS: the claim listener "
+                   "refuses hosts outside its --allow and hosts with too many connections open; "
+                   "check the --allow that pvemond-bootstrap was given")
 
 
 def _peer_der(tls: ssl.SSLSocket) -> bytes:
