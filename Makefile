@@ -82,7 +82,9 @@ demo: deps
 	env PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=$(CURDIR):$(CURDIR)/tests $(DEBIAN_PY) tests/demo.py
 
 bench: deps
-	env PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=$(CURDIR):$(CURDIR)/tests $(DEBIAN_PY) tests/bench.py
+	env PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=$(CURDIR):$(CURDIR)/tests \
+	    $(if $(wildcard $(UPSTREAM_PVE)/pve-access-control),PVEMOND_UPSTREAM_PVE=$(abspath $(UPSTREAM_PVE))) \
+	    $(DEBIAN_PY) tests/bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from pvemond import names
 from pvemond.config import AccessConfig
+from pvemond.pve import dpkg
 from pvemond.pve import pveum as P
 from pvemond.pve.node import PveVersion
 from pvemond.pve.usercfg import AccessState, Token
@@ -58,16 +59,49 @@ class Desired:
 
 
 @dataclass(frozen=True)
+class Mint:
+    """A new secret for the token. `regenerate`: whether this pveum has `token modify
+    --regenerate` (Capabilities); None: unknown, so the applier tries it once."""
+
+    desired: Desired
+    exists: bool
+    regenerate: Optional[bool] = None
+
+    def commands(self, regenerate: Optional[bool] = None) -> Tuple[P.Command, ...]:
+        """The pveum runs that make the secret (the first that mints carries it)."""
+        d, regen = self.desired, self.regenerate if regenerate is None else regenerate
+        if self.exists and regen is not False:
+            return (P.Command.token_regenerate(d.user, d.token, privsep=d.privsep,
+                                               expire=d.token_expire),)
+        add = P.Command.token_add(d.user, d.token, privsep=d.privsep, expire=d.token_expire,
+                                  comment=d.token_comment)
+        if not self.exists:
+            return (add,)
+        # pveum drops the old token's ACL on the next parse (the add): a privsep token without
+        # it authenticates and sees nothing, so it gets it back.
+        acl = (P.Command.acl_modify(d.acl_path, d.role, tokens=[d.token_id], propagate=d.propagate),)
+        return (P.Command.token_remove(d.user, d.token), add, *(acl if d.privsep else ()))
+
+
+Op = Union[P.Command, Mint]
+
+
+@dataclass(frozen=True)
 class Step:
     part: str  # role | user | acl | token
     subject: str
     change: str  # create | repair | mint | ok
     findings: Tuple["Finding", ...] = ()
-    ops: Tuple[Tuple, ...] = ()  # (Pveum method name, *args, {kwargs})
+    ops: Tuple[Op, ...] = ()
+
+    @property
+    def commands(self) -> Tuple[P.Command, ...]:
+        """Every pveum run of this step, as the applier runs them."""
+        return tuple(c for op in self.ops for c in (op.commands() if isinstance(op, Mint) else (op,)))
 
     def describe(self) -> Dict:
         return {"part": self.part, "subject": self.subject, "change": self.change,
-                "findings": list(self.findings)}
+                "findings": list(self.findings), "commands": [str(c) for c in self.commands]}
 
 
 @dataclass(frozen=True)
@@ -99,11 +133,13 @@ def check(desired: Desired, version: Optional[PveVersion]) -> None:
 
 # --- planning ---------------------------------------------------------------------------------
 
-def plan(state: AccessState, desired: Desired, *, mint: bool, now: Optional[float] = None) -> Plan:
+def plan(state: AccessState, desired: Desired, *, mint: bool, now: Optional[float] = None,
+         regenerate: Optional[bool] = None) -> Plan:
+    """`regenerate`: whether pveum has `token modify --regenerate` (Capabilities.regenerate)."""
     now = time.time() if now is None else now
     token = _token(state, desired)
     acl = _acl_step(state, desired, token_ready=bool(token) or mint)
-    tok = _token_step(desired, token, mint, now)
+    tok = _token_step(desired, token, mint, now, regenerate)
     # A privsep=1 token needs its own ACL entry, which pveum accepts only once the token exists.
     tail = [tok, acl] if desired.privsep else [acl, tok]
     return Plan(desired, (_role_step(state, desired), _user_step(state, desired, now), *tail))
@@ -124,7 +160,7 @@ def _role_step(state: AccessState, d: Desired) -> Step:
     if have is None:
         return Step("role", subject, CREATE,
                     (Finding(d.role, f"role {d.role} does not exist", _NOTHING_GRANTED),),
-                    (("role_add", d.role, sorted(d.privileges)),))
+                    (P.Command.role_add(d.role, d.privileges),))
     findings = []
     if d.privileges - have:
         findings.append(Finding(d.role, f"role {d.role} lacks {_privs(d.privileges - have)}",
@@ -135,7 +171,7 @@ def _role_step(state: AccessState, d: Desired) -> Step:
     if not findings:
         return Step("role", subject, OK)
     return Step("role", subject, REPAIR, tuple(findings),
-                (("role_set_privs", d.role, sorted(d.privileges)),))
+                (P.Command.role_set_privs(d.role, d.privileges),))
 
 
 def _user_step(state: AccessState, d: Desired, now: float) -> Step:
@@ -144,7 +180,7 @@ def _user_step(state: AccessState, d: Desired, now: float) -> Step:
     if user is None:
         return Step("user", subject, CREATE,
                     (Finding(d.user, f"user {d.user} does not exist", "every token of it gets 401"),),
-                    (("user_add", d.user, d.user_comment),))
+                    (P.Command.user_add(d.user, d.user_comment),))
     findings = []
     if not user.enable:
         findings.append(Finding(d.user, f"user {d.user} is disabled", "every token of it gets 401"))
@@ -153,7 +189,7 @@ def _user_step(state: AccessState, d: Desired, now: float) -> Step:
                                 "every token of it gets 401"))
     if not findings:
         return Step("user", subject, OK)
-    return Step("user", subject, REPAIR, tuple(findings), (("user_enable", d.user),))
+    return Step("user", subject, REPAIR, tuple(findings), (P.Command.user_enable(d.user),))
 
 
 def _acl_step(state: AccessState, d: Desired, token_ready: bool) -> Step:
@@ -170,8 +206,7 @@ def _acl_step(state: AccessState, d: Desired, token_ready: bool) -> Step:
     if not users and not tokens:
         return Step("acl", subject, OK)
     change = CREATE if not any(a.role == d.role for _, u in who for a in state.acl_for(u)) else REPAIR
-    op = ("acl_modify", d.acl_path, d.role,
-          {"users": users, "tokens": tokens, "propagate": d.propagate})
+    op = P.Command.acl_modify(d.acl_path, d.role, users=users, tokens=tokens, propagate=d.propagate)
     return Step("acl", subject, change, tuple(findings), (op,))
 
 
@@ -193,13 +228,14 @@ def _acl_problem(state: AccessState, d: Desired, ugid: str) -> Optional[Finding]
     return Finding(ugid, f"no ACL gives {ugid} the role {d.role} on {d.acl_path}", _NOTHING_GRANTED)
 
 
-def _token_step(d: Desired, token: Optional[Token], mint: bool, now: float) -> Step:
+def _token_step(d: Desired, token: Optional[Token], mint: bool, now: float,
+                regenerate: Optional[bool]) -> Step:
     subject = f"token {d.token_id} (privsep {int(d.privsep)})"
     if token is None:
         if not mint:
             return Step("token", subject, OK, (Finding(d.token_id, "token does not exist yet",
                                                        "none until pvemond-bootstrap mints it"),))
-        return Step("token", subject, CREATE, (), (("token_mint", d, False),))
+        return Step("token", subject, CREATE, (), (Mint(d, False, regenerate),))
     findings = []
     if token.privsep != d.privsep:
         findings.append(Finding(d.token_id, f"token {d.token_id} has privsep {int(token.privsep)}, "
@@ -216,11 +252,11 @@ def _token_step(d: Desired, token: Optional[Token], mint: bool, now: float) -> S
                                 else "none now; it outlives its planned expiry"))
     if mint:
         return Step("token", subject, REPAIR if findings else MINT, tuple(findings),
-                    (("token_mint", d, True),))
+                    (Mint(d, True, regenerate),))
     if not findings:
         return Step("token", subject, OK)
     return Step("token", subject, REPAIR, tuple(findings),
-                (("token_modify", d.user, d.token, {"privsep": d.privsep, "expire": d.token_expire}),))
+                (P.Command.token_modify(d.user, d.token, privsep=d.privsep, expire=d.token_expire),))
 
 
 def _when(epoch: int) -> str:
@@ -241,7 +277,7 @@ def teardown(state: AccessState, d: Desired) -> Plan:
     tokens = [token_teardown(state, replace(d, token=t.name)) for t in (user.tokens if user else ())]
     gone = Step("user", f"user {d.user}", ABSENT)
     user_step = Step("user", f"user {d.user} (and its ACLs)", REMOVE, (),
-                     (("user_delete", d.user),)) if user else gone
+                     (P.Command.user_delete(d.user),)) if user else gone
     return Plan(d, (*tokens, user_step, _role_teardown(state, d)))
 
 
@@ -249,10 +285,10 @@ def token_teardown(state: AccessState, d: Desired) -> Step:
     token = _token(state, d)
     if token is None:
         return Step("token", f"token {d.token_id}", ABSENT)
-    acl_ops = tuple(("acl_delete", a.path, a.role, {"tokens": [d.token_id]})
+    acl_ops = tuple(P.Command.acl_delete(a.path, a.role, tokens=[d.token_id])
                     for a in state.acl_for(d.token_id))
     return Step("token", f"token {d.token_id}", REMOVE, (),
-                (*acl_ops, ("token_remove", d.user, d.token)))
+                (*acl_ops, P.Command.token_remove(d.user, d.token)))
 
 
 def _role_teardown(state: AccessState, d: Desired) -> Step:
@@ -264,21 +300,26 @@ def _role_teardown(state: AccessState, d: Desired) -> Step:
     if others:
         return Step("role", subject, KEEP, (Finding(d.role, f"still granted to {', '.join(others)}",
                                                     "left in place"),))
-    return Step("role", subject, REMOVE, (), (("role_delete", d.role),))
+    return Step("role", subject, REMOVE, (), (P.Command.role_delete(d.role),))
 
 
 # --- applying ---------------------------------------------------------------------------------
 
+REGENERATE_SINCE = (9, 1, 0)  # libpve-access-control's `token modify --regenerate`
+
+
 @dataclass
 class Capabilities:
-    """What this node's pveum can do, learned by trying, not guessed from the PVE version: a PVE 9
-    node may or may not have libpve-access-control >= 9.1.0. Only the absence is certain on PVE 8,
-    whose access-control stays 8.x, so there the probe (one wasted pveum run) is skipped."""
+    """What this node's pveum can do, known before the first call: `token modify --regenerate`
+    comes with libpve-access-control 9.1.0, whose installed version dpkg records. Without that
+    record, PVE 8 never has it (its access-control stays 8.x) and a PVE 9 node is tried once."""
 
     regenerate: Optional[bool] = None
 
-    def know_version(self, version: Optional[PveVersion]) -> None:
-        if self.regenerate is None and version is not None and version.major <= 8:
+    def know(self, version: Optional[PveVersion], access_control: Optional[str]) -> None:
+        if access_control:
+            self.regenerate = dpkg.version_tuple(access_control) >= REGENERATE_SINCE
+        elif self.regenerate is None and version is not None and version.major <= 8:
             self.regenerate = False
 
 
@@ -314,42 +355,43 @@ class Applier:
                 done.steps.append(step)
                 self.progress(step)
         except Exception:
-            if done.minted:
+            if self.minted:
                 self.revoke(plan.desired)
             raise
         return done
 
-    def _run(self, op: Tuple, done: Applied) -> None:
-        name, *args = op
-        kwargs = args.pop() if args and isinstance(args[-1], dict) else {}
-        if name == "token_mint":
+    def _run(self, op: Op, done: Applied) -> None:
+        if isinstance(op, Mint):
             self.before_mint()
             self.minting = True
-            self.minted, done.how = self._mint(*args)
+            self.minted, done.how = self._mint(op)
             done.minted = self.minted
         else:
-            getattr(self.pveum, name)(*args, **kwargs)
+            self.pveum.execute(op)
 
-    def _mint(self, d: Desired, exists: bool) -> Tuple[P.MintedToken, str]:
-        if exists and self.caps.regenerate is not False:
+    def _mint(self, mint: Mint) -> Tuple[P.MintedToken, str]:
+        regenerate = self.caps.regenerate if mint.regenerate is None else mint.regenerate
+        if mint.exists and regenerate is not False:
             try:
-                minted = self.pveum.token_regenerate(d.user, d.token, privsep=d.privsep,
-                                                     expire=d.token_expire)
+                minted = self._run_mint(mint.commands(True), mint.desired)
                 self.caps.regenerate = True
                 return minted, "regenerated"
-            except P.UnknownOption as exc:
+            except P.UnknownOption as exc:  # only where the capability was unknown
                 if exc.option != "regenerate":
                     raise
                 self.caps.regenerate = False
-        if exists:
-            self.pveum.token_remove(d.user, d.token)
-        minted = self.pveum.token_add(d.user, d.token, privsep=d.privsep, expire=d.token_expire,
-                                      comment=d.token_comment)
-        if exists and d.privsep:
-            # pveum drops the old token's ACL on the next parse: the token_add above. A
-            # privsep token without it authenticates and sees nothing, so it gets it back.
-            self.pveum.acl_modify(d.acl_path, d.role, tokens=[d.token_id], propagate=d.propagate)
-        return minted, "re-created" if exists else "added"
+        minted = self._run_mint(mint.commands(False), mint.desired)
+        return minted, "re-created" if mint.exists else "added"
+
+    def _run_mint(self, commands: Tuple[P.Command, ...], d: Desired) -> P.MintedToken:
+        minted = None
+        for cmd in commands:
+            if cmd.mints:  # known at once: a later failure (the ACL) must revoke it
+                minted = self.minted = self.pveum.mint(cmd, d.user, d.token, d.privsep)
+            else:
+                self.pveum.execute(cmd)
+        assert minted is not None, "a mint's commands include the one that mints"
+        return minted
 
     def revoke(self, d: Desired) -> bool:
         """Remove the token; False if it was already gone."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hmac
 import re
-import secrets
 
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # 32 symbols: 5 bits each, no 0/O or 1/I
 CODE_SYMBOLS = 12                             # 60 bits
@@ -14,6 +13,7 @@ CODE_SYMBOLS = 12                             # 60 bits
 
 def new_code() -> str:
     """A fresh code, `XXXX-XXXX-XXXX`, 60 bits from `secrets`."""
+    import secrets  # only the node makes codes; pvemond-claim starts without it (and random)
     return _group("".join(secrets.choice(ALPHABET) for _ in range(CODE_SYMBOLS)))
 
 

@@ -62,6 +62,7 @@ class NodeConfig:
     pveum_timeout: float = 60.0
     pve_dir: str = "/etc/pve"
     pvecfg: str = "/usr/share/perl5/PVE/pvecfg.pm"
+    dpkg_status: str = "/var/lib/dpkg/status"
     pveproxy_url: str = "https://127.0.0.1:8006"
     verify_https: bool = True
 
@@ -208,6 +209,7 @@ RULES: Dict[str, Rule] = {
     "node.pveum_timeout": _between(1, 600),
     "node.pve_dir": _absolute_path,
     "node.pvecfg": _absolute_path,
+    "node.dpkg_status": _absolute_path,
     "node.pveproxy_url": _https_url,
     "daemon.socket": _absolute_path,
     "daemon.tcp": _loopback_tcp,

@@ -7,17 +7,16 @@ admin, and say how.
 """
 from __future__ import annotations
 
-import shlex
-import ssl
 import socket
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from pvemond import access
 from pvemond.config import Config
-from pvemond.pve import node, pveproxy
+from pvemond.pve import node, pveproxy, served, strictca
 from pvemond.pve.usercfg import AccessState, Token
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -68,8 +67,8 @@ def run(i: Inputs, probe: Callable[[], Probe]) -> List[Check]:
         return [Check("node", FAIL, i.problem, "nothing can be set up or checked", i.problem)]
     checks = [Check("node", PASS, f"Proxmox VE {i.version.version if i.version else '(unknown)'}"),
               quorum(i), privileges(i), *access_checks(i)]
-    reach, served = pveproxy_check(i)
-    checks += [reach, token_auth(i, checks, reach, probe), certificate(i, served),
+    reach, probed = pveproxy_check(i)
+    checks += [reach, token_auth(i, checks, reach, probe), certificate(i, probed),
                firewall(i), claim_port(i)]
     return checks
 
@@ -159,47 +158,26 @@ def _from_findings(cid: str, ok: str, found, hand: str) -> Check:
 
 
 def _hand(step: access.Step, d: access.Desired) -> str:
-    """The pveum command an admin would type for this part."""
-    if step.part == "role":
-        verb = "add" if step.change == access.CREATE else "modify"
-        return f"pveum role {verb} {d.role} --privs {','.join(sorted(d.privileges))}"
-    if step.part == "user":
-        if step.change == access.CREATE:
-            return f"pveum user add {d.user} --comment {shlex.quote(d.user_comment)}"
-        return f"pveum user modify {d.user} --enable 1 --expire 0"
-    if step.part == "acl":
-        return _hand_acl(step, d)
-    return (f"pveum user token modify {d.user} {d.token} --privsep {int(d.privsep)} "
-            f"--expire {d.token_expire}")
-
-
-def _hand_acl(step: access.Step, d: access.Desired) -> str:
-    """The ACL command with exactly the users and tokens the converge would grant it to."""
-    kwargs = next((op[-1] for op in step.ops if op[0] == "acl_modify"), {})
-    users = kwargs.get("users", [] if d.privsep else [d.user])
-    tokens = kwargs.get("tokens", [d.token_id] if d.privsep else [])
-    who = "".join(f" --{flag} {shlex.quote(','.join(ids))}"
-                  for flag, ids in (("users", users), ("tokens", tokens)) if ids)
-    return (f"pveum acl modify {d.acl_path} --roles {d.role}{who} "
-            f"--propagate {int(d.propagate)}")
+    """The pveum commands an admin would type for this part: the very commands --fix runs."""
+    return "; ".join(str(c) for c in step.commands) or "nothing (no pveum run repairs it)"
 
 
 # --- pveproxy, the certificate, a real login ---------------------------------------------------
 
 def pveproxy_check(i: Inputs) -> Tuple[Check, Optional[pveproxy.Served]]:
-    """The check, and what was served (the certificate check reads it) unless unreachable."""
+    """The check, and what was probed (the certificate check reads it) unless unreachable."""
     url = i.cfg.node.pveproxy_url
     try:
-        served = pveproxy.probe(url)
+        probed = pveproxy.probe(url)
     except pveproxy.Unreachable as exc:
         return Check("pveproxy", FAIL, str(exc),
                      f"connection refused or timeouts on port {pveproxy_port(url)}",
                      "systemctl status pveproxy; systemctl restart pveproxy"), None
-    if served.status != 401:
-        return Check("pveproxy", WARN, f"{url} answered {served.status} to an anonymous request "
+    if probed.status != 401:
+        return Check("pveproxy", WARN, f"{url} answered {probed.status} to an anonymous request "
                      "(pveproxy answers 401)", "the monitoring host may be talking to something else",
-                     f"check node.pveproxy_url in {i.cfg.source}"), served
-    return Check("pveproxy", PASS, f"pveproxy answers at {url}"), served
+                     f"check node.pveproxy_url in {i.cfg.source}"), probed
+    return Check("pveproxy", PASS, f"pveproxy answers at {url}"), probed
 
 
 def token_auth(i: Inputs, earlier: List[Check], reach: Check,
@@ -226,47 +204,56 @@ def token_auth(i: Inputs, earlier: List[Check], reach: Check,
                  f"HTTPS and holds {', '.join(sorted(want))} on {i.cfg.access.acl_path}")
 
 
-def certificate(i: Inputs, served: Optional[pveproxy.Served]) -> Check:
-    if served is None:
+def certificate(i: Inputs, probed: Optional[pveproxy.Served]) -> Check:
+    if probed is None:
         return Check("certificate", SKIP, "not tried: pveproxy is unreachable")
     pve_dir, url = i.cfg.node.pve_dir, i.cfg.node.pveproxy_url
-    cert_file, _ = node.tls_files(pve_dir)
-    if served.der != ssl.PEM_cert_to_DER_cert(node.first_pem(cert_file.read_text(encoding="ascii"))):
-        return Check("certificate", FAIL, f"pveproxy serves a certificate other than {cert_file}",
+    cert = served.local(pve_dir)
+    if probed.der != cert.der:
+        return Check("certificate", FAIL, f"pveproxy serves a certificate other than {cert.file}",
                      "TLS or pin errors after a certificate change", "systemctl reload-or-restart pveproxy")
-    problems = _cert_problems(i, cert_file)
+    problems = _cert_problems(i, cert)
     if problems:
         return problems
-    if pveproxy.verifies(url, str(node.ca_file(pve_dir))):
-        return Check("certificate", PASS, f"{cert_file.name}, issued by the cluster CA, valid and "
-                     "naming this node's addresses")
+    ca = served.trust(pve_dir, i.cfg.daemon.state_dir)
+    if ca is not None and pveproxy.verifies(url, ca):
+        return Check("certificate", PASS, f"{cert.file.name}, issued by the cluster CA, valid and "
+                     "naming this node's addresses" + _legacy_ca_note(pve_dir, ca))
     if pveproxy.verifies(url, None):  # e.g. ACME: consumers get system trust (payload version 2)
-        return Check("certificate", PASS, f"{cert_file.name}, issued by a CA in the system trust "
+        return Check("certificate", PASS, f"{cert.file.name}, issued by a CA in the system trust "
                      "store (not the cluster CA), valid and naming this node's addresses; configs "
                      "written before it came must drop their pve-root-ca.pem")
-    return Check("certificate", FAIL, f"{cert_file.name} is issued by neither the cluster CA nor a "
+    return Check("certificate", FAIL, f"{cert.file.name} is issued by neither the cluster CA nor a "
                  "trusted CA", "TLS verification errors on the monitoring host",
                  "pvenode cert delete (back to the cluster CA's certificate), or install a valid one")
 
 
-def _cert_problems(i: Inputs, cert_file) -> Optional[Check]:
-    decoded = pveproxy.decode(cert_file)
-    not_after = ssl.cert_time_to_seconds(decoded["notAfter"]) if "notAfter" in decoded else None
-    renew = ("pvecm updatecerts --force; systemctl restart pveproxy" if cert_file.name == "pve-ssl.pem"
-             else "renew it: pvenode acme cert renew (or install a new one)")
-    if not_after is not None and not_after < i.now:
-        return Check("certificate", FAIL, f"{cert_file.name} expired on {decoded['notAfter']}",
+def _legacy_ca_note(pve_dir: str, ca: str) -> str:
+    if not strictca.is_reissued(Path(ca)):
+        return ""
+    return (f"; the cluster CA predates pve-cluster 9.1.2 (no keyUsage), which Python 3.13+ "
+            f"clients (Debian 13, prometheus-pve-exporter on new Python) reject: pvemond hands "
+            f"consumers a copy re-issued with keyUsage for the same key ({ca}); a config that "
+            f"points at {node.ca_file(pve_dir)} itself should use that copy")
+
+
+def _cert_problems(i: Inputs, cert: served.Cert) -> Optional[Check]:
+    name = cert.file.name
+    renew = ("renew it: pvenode acme cert renew (or install a new one)" if cert.custom
+             else "pvecm updatecerts --force; systemctl restart pveproxy")
+    if cert.expires is not None and cert.expires < i.now:
+        return Check("certificate", FAIL, f"{name} expired on {cert.not_after}",
                      "TLS errors on the monitoring host (certificate has expired)", renew)
-    names = {v for _, v in decoded.get("subjectAltName", ())}
-    mine = [e["address"] for e in node.node_endpoints(i.cluster, i.cfg.node.pve_dir)
+    names = set(cert.names())
+    mine = [e["address"] for e in served.endpoints(i.cluster, i.cfg.node.pve_dir)
             if i.cluster and e["name"] == i.cluster.nodename]
     missing = [a for a in mine if a not in names]
     if missing:
-        return Check("certificate", FAIL, f"{cert_file.name} does not name {', '.join(missing)} "
+        return Check("certificate", FAIL, f"{name} does not name {', '.join(missing)} "
                      f"(it names {', '.join(sorted(names)) or 'nothing'})",
                      "hostname mismatch on monitoring hosts that verify the address", renew)
-    if not_after is not None and not_after - i.now < SOON:
-        return Check("certificate", WARN, f"{cert_file.name} expires on {decoded['notAfter']}",
+    if cert.expires is not None and cert.expires - i.now < SOON:
+        return Check("certificate", WARN, f"{name} expires on {cert.not_after}",
                      "TLS errors on the monitoring host from then on", renew)
     return None
 

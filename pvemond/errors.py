@@ -15,6 +15,7 @@ class ServiceError(Exception):
 
 
 _PVEUM_ERRORS = [  # (class, code, HTTP status): most specific first
+    (P.PmxcfsDown, "pmxcfs_down", 503),
     (P.NoQuorum, "no_quorum", 503),
     (P.NotAProxmoxNode, "not_a_pve_node", 503),
     (P.PveumTimeout, "pveum_timeout", 504),

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 FORMATS: tuple[str, ...] = (
     "pve-exporter", "env", "telegraf", "zabbix", "proxmoxer", "json", "curl")
@@ -37,15 +36,15 @@ class FormatError(ValueError):
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-@dataclass(frozen=True)
-class Node:
+# NamedTuples, not dataclasses: importing dataclasses (and inspect with it) would cost
+# pvemond-claim a tenth of its start-up.
+class Node(NamedTuple):
     name: str
     address: str
     url: str
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     user: str
     token_name: str
     token_id: str
@@ -382,8 +381,7 @@ def _fail(lineno: int, problem: str) -> FormatError:
     return FormatError(f"existing pve.yml, line {lineno}: {problem}; {_FIX}")
 
 
-@dataclass(frozen=True)
-class _Layout:
+class _Layout(NamedTuple):
     indent: int                     # column of the top-level keys (normally 0)
     keys: list[tuple[int, str]]     # (line index, decoded key) of each top-level key
 

@@ -39,6 +39,9 @@ limit_request_field_size = 8190
 umask = 0o077
 # One process keeps the memory small; threads keep status answering while pveum runs.
 workers = 1
+# The app is imported once, in the master, and the worker shares those pages instead of
+# importing Flask a second time (the sweeper thread still starts in the worker: post_worker_init).
+preload_app = True
 worker_class = "gthread"
 threads = 4
 # A mint runs several pveum calls; each may wait ~10 s for a cluster lock.
@@ -84,6 +87,14 @@ def _listener_problem(sock) -> "str | None":
             "never be reachable from the network (daemon.tcp: 127.0.0.1:PORT, and no --bind)")
 
 
+def pre_fork(server, worker) -> None:
+    """What the master holds stays out of the collector's sight, so the worker's first
+    collections do not write to (and so copy) the pages it shares with the master."""
+    import gc
+    gc.freeze()
+
+
 def post_worker_init(worker) -> None:
-    from pvemond import gunicorn_errors
+    from pvemond import gunicorn_errors, wsgi
     gunicorn_errors.install()
+    wsgi.start_sweeper()

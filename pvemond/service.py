@@ -11,14 +11,16 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from pvemond import __version__, access, doctor, formats
 from pvemond.config import Config
 from pvemond.errors import ServiceError, service_error
 from pvemond.handouts import Handout, Ledger, TOKEN_META, clock_text
-from pvemond.pve import api, node, usercfg
+from pvemond.pve import api, node, served, usercfg
 from pvemond.pve import pveum as P
+from pvemond.pve import dpkg
 from pvemond.secret import Secret
 
 __all__ = ["NodeService", "ServiceError", "Minted", "Facts"]
@@ -64,8 +66,7 @@ class NodeService:
         if not os.access(n.pveum, os.X_OK):
             problem = f"{n.pveum} not found: this is not a Proxmox VE node"
         elif not node.pmxcfs_mounted(n.pve_dir):
-            problem = (f"the Proxmox cluster file system is not mounted at {n.pve_dir}: "
-                       "start it with 'systemctl start pve-cluster'")
+            problem = P.PMXCFS_DOWN
         else:
             problem = None
         return Facts(node.pve_version(n.pvecfg), cluster, problem)
@@ -283,9 +284,10 @@ class NodeService:
         return f
 
     def _plan(self, d: access.Desired, mint: bool, facts: Optional[Facts] = None) -> access.Plan:
-        self.caps.know_version((facts or self._require_writable(d)).version)
+        self.caps.know((facts or self._require_writable(d)).version,
+                       dpkg.installed_version(self.cfg.node.dpkg_status, dpkg.ACCESS_CONTROL))
         state = usercfg.read(self.cfg.node.pve_dir)
-        return access.plan(state, d, mint=mint, now=self.clock())
+        return access.plan(state, d, mint=mint, now=self.clock(), regenerate=self.caps.regenerate)
 
     def _apply(self, plan: access.Plan, caller: str, action: str,
                applier: Optional[access.Applier] = None) -> access.Applied:
@@ -302,7 +304,12 @@ class NodeService:
         return applied
 
     def _verify(self, d: access.Desired, minted: P.MintedToken) -> Dict[str, int]:
-        """Twice: pveum's view of the token's privileges, and a real HTTPS call with it."""
+        """A real HTTPS call with the token (the real pveproxy, effective privileges on the ACL
+        path) where it is on; pveum's view of the token only where it is off, since that run
+        would prove nothing the HTTPS call does not."""
+        if self.cfg.node.verify_https:
+            self._verify_https(d, minted)  # raises unless every privilege is held on the path
+            return {p: 1 for p in sorted(d.privileges)}
         try:
             privs = self.pveum.token_permissions(d.user, d.token, d.acl_path)
         except P.PveumError as exc:
@@ -312,16 +319,16 @@ class NodeService:
             raise ServiceError("verification_failed", f"the new token lacks "
                                f"{', '.join(sorted(missing))} on {d.acl_path} (pveum user token "
                                "permissions); the token was revoked", 502)
-        if self.cfg.node.verify_https:
-            self._verify_https(d, minted)
         return privs
 
     def _verify_https(self, d: access.Desired, minted: P.MintedToken) -> None:
         url, ca = self.cfg.node.pveproxy_url, self._trust()
+        name = served.local_tls_name(self.cfg.node.pve_dir, url)  # ACME: the FQDN, not 127.0.0.1
         try:
-            version = api.get(url, "/version", minted.full_id, minted.secret.reveal(), cafile=ca)
+            version = api.get(url, "/version", minted.full_id, minted.secret.reveal(), cafile=ca,
+                              tls_name=name)
             perms = api.get(url, f"/access/permissions?path={d.acl_path}", minted.full_id,
-                            minted.secret.reveal(), cafile=ca)
+                            minted.secret.reveal(), cafile=ca, tls_name=name)
         except api.TlsRefused as exc:
             raise ServiceError("verification_failed", f"{exc}; the token was revoked", 502) from None
         except api.ApiUnreachable as exc:
@@ -372,7 +379,9 @@ class NodeService:
             audit.info("doctor probe token=%s minted (expires in 600 s, removed at once)", d.token_id)
             try:
                 r = api.get(self.cfg.node.pveproxy_url, f"/access/permissions?path={d.acl_path}",
-                            minted.full_id, minted.secret.reveal(), cafile=self._trust())
+                            minted.full_id, minted.secret.reveal(), cafile=self._trust(),
+                            tls_name=served.local_tls_name(self.cfg.node.pve_dir,
+                                                           self.cfg.node.pveproxy_url))
                 return doctor.Probe(r.status, frozenset(((r.data or {}).get(d.acl_path) or {})))
             except api.ApiUnreachable as exc:
                 return doctor.Probe(0, error=str(exc))
@@ -387,27 +396,25 @@ class NodeService:
             audit.warning("doctor probe token=%s not removed: %s", d.token_id, exc)
 
     def _trust(self) -> Optional[str]:
-        """The cluster CA for PVE's own certificate; the system's trust store for a custom one
-        (ACME or `pvenode cert set`)."""
-        cert, _ = node.tls_files(self.cfg.node.pve_dir)
-        return str(node.ca_file(self.cfg.node.pve_dir)) if cert.name == "pve-ssl.pem" else None
+        """The cluster CA file (its keyUsage re-issue when legacy) for PVE's own certificate;
+        None, the system's trust store, for a custom one (ACME or `pvenode cert set`)."""
+        return served.trust(self.cfg.node.pve_dir, self.cfg.daemon.state_dir)
 
     def _payload(self, d: access.Desired, privs: Dict[str, int], f: Facts) -> Dict[str, Any]:
         """What a consumer needs besides the secret: where to connect and how to trust it."""
         n = self.cfg.node
-        cert, _ = node.tls_files(n.pve_dir)
         ca = self._trust()
         if ca is None:  # a custom certificate, which _verify_https checked that way
             trust = {"version": formats.SYSTEM_TRUST_VERSION, "trust": "system", "ca_pem": None}
         else:
-            trust = {"version": formats.PAYLOAD_VERSION,
-                     "ca_pem": node.ca_file(n.pve_dir).read_text(encoding="ascii")}
+            pem = Path(ca).read_text(encoding="ascii")
+            trust = {"version": formats.PAYLOAD_VERSION, "ca_pem": pem[pem.index("-----BEGIN"):]}
         return {**trust, "user": d.user, "token_name": d.token, "token_id": d.token_id,
                 "privsep": int(d.privsep), "cluster": f.cluster.name if f.cluster else None,
                 "node": f.cluster.nodename if f.cluster else None,
-                "nodes": node.node_endpoints(f.cluster, n.pve_dir),
+                "nodes": served.endpoints(f.cluster, n.pve_dir),
                 "pve_version": f.version.version if f.version else None,
-                "fingerprint": node.fingerprint(cert), "privileges": privs}
+                "fingerprint": served.local(n.pve_dir).fingerprint, "privileges": privs}
 
 
 def _kept(d: access.Desired, holder: Dict[str, Any]) -> ServiceError:

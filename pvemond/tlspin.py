@@ -1,4 +1,5 @@
-"""Certificate pins and fingerprints, stdlib only (the claim client runs on any monitoring host).
+"""Certificate pins, fingerprints and TLS connections, stdlib only: the one TLS module of both
+hosts (the claim client runs on any monitoring host; the node uses it to reach pveproxy).
 
 Two different hashes identify a node (reference/node.md §2.3):
 - the pin, sha256 of the SubjectPublicKeyInfo (kubeadm's `sha256:<hex>`, curl's
@@ -16,8 +17,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import http.client
 import re
-from typing import Tuple
+import socket
+import ssl
+from typing import Any, List, Optional, Tuple
 
 PIN_FORM = "sha256:<64 hex digits> (or sha256:AA:BB:... with 32 colon-separated bytes)"
 
@@ -139,3 +143,54 @@ def pem_to_der(pem_text: str) -> bytes:
         return base64.b64decode("".join(match.group(1).split()), validate=True)
     except binascii.Error as exc:
         raise ValueError(f"the certificate's base64 is damaged: {exc}") from None
+
+
+def fingerprint_of_pem(pem_text: str) -> str:
+    """PVE's fingerprint of the first certificate in a PEM text (a chain starts with the leaf)."""
+    return fingerprint_of_der(pem_to_der(pem_text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Connections
+
+def context(cafile: Optional[str] = None, *, verify: bool = True,
+            check_name: bool = True) -> ssl.SSLContext:
+    """A client context: verified against `cafile` (None: the system's CAs) and, with
+    check_name, the server name; verify=False only to look at what a server presents."""
+    ctx = ssl.create_default_context(cafile=cafile if verify else None)
+    ctx.check_hostname = verify and check_name
+    if not verify:
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def connect(host: str, port: int, ctx: ssl.SSLContext, *, timeout: float,
+            tls_name: Optional[str] = None) -> ssl.SSLSocket:
+    """TCP to host:port, TLS with SNI and name check against `tls_name` (default: host, no SNI
+    for an IP). Connecting to one address while verifying another name is how a node reaches
+    its own pveproxy on 127.0.0.1 under an ACME certificate that names only its FQDN."""
+    raw = socket.create_connection((host, port), timeout=timeout)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=tls_name or host)
+    except BaseException:
+        raw.close()
+        raise
+
+
+class HTTPSConnection(http.client.HTTPSConnection):
+    """http.client's HTTPS connection opened by connect() above (so with `tls_name`)."""
+
+    def __init__(self, host: str, port: int, ctx: ssl.SSLContext, *, timeout: float,
+                 tls_name: Optional[str] = None) -> None:
+        super().__init__(host, port, timeout=timeout, context=ctx)
+        self._ctx, self._tls_name = ctx, tls_name
+
+    def connect(self) -> None:
+        self.sock = connect(self.host, self.port, self._ctx, timeout=self.timeout,
+                            tls_name=self._tls_name)
+
+
+def peer_sans(tls: ssl.SSLSocket) -> List[Tuple[str, str]]:
+    """The verified peer certificate's subjectAltName entries, e.g. ("DNS", "pve1.example.com")."""
+    cert: Any = tls.getpeercert() or {}
+    return [(k, v) for k, v in cert.get("subjectAltName", ())]

@@ -1,5 +1,9 @@
 """The WSGI entry point gunicorn loads: logging to stderr (journald timestamps it), the app, and
-the sweeper that revokes tokens whose hand-out was never finished."""
+the sweeper that revokes tokens whose hand-out was never finished.
+
+gunicorn loads this in the master before forking (preload_app), so the worker shares its pages;
+the sweeper is a thread, which a fork does not copy: the worker starts it (start_sweeper, from
+gunicorn_conf's post_worker_init), so it runs where the requests are served and dies with them."""
 import logging
 import sys
 import threading
@@ -29,6 +33,17 @@ logging.basicConfig(stream=sys.stderr, level=_cfg.daemon.log_level.upper(),
 app = create_app(_cfg)
 
 
+def _warm() -> None:
+    """One request through Flask here, in the master (the caller cannot be identified, so it is
+    refused before any use case runs): what Flask builds on a first request (the compiled URL
+    map, lazily imported modules, caches) is then shared with the worker, not copied into it."""
+    with app.test_client() as client:
+        client.get("/v1/status")
+
+
+_warm()
+
+
 def _sweep_forever() -> None:
     """The first sweep runs at start: it reconciles what a killed daemon left behind."""
     service = app.config["SERVICE"]
@@ -44,4 +59,5 @@ def _sweep_forever() -> None:
         time.sleep(SWEEP_EVERY)
 
 
-threading.Thread(target=_sweep_forever, name="sweeper", daemon=True).start()
+def start_sweeper() -> None:
+    threading.Thread(target=_sweep_forever, name="sweeper", daemon=True).start()

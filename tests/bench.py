@@ -15,47 +15,124 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import List, Optional, Tuple
 
 from harness import Bootstrap, Daemon, env_for, free_port, run_cli, write_config
 from pvemond.client import Client
 from pvesim.node import SimNode
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "upstream"))
+import upnode  # noqa: E402  (tests/upstream: the genuine pveum's nodes)
+
 PVEUM_DELAY = 0.7
 STATUS_REQUESTS = 300
+CLAIMS = 5  # claim round trips, their median reported (one is at the mercy of a busy machine)
+BUSY_DELAY = 3.0  # the pveum run status is sampled beside: long enough for STATUS_REQUESTS
 
 
 def bench(name: str, value: float, unit: str) -> None:
     print(f"BENCH {name} {value:.6g} {unit}", flush=True)
 
 
-def timed_bootstrap(config: Path, node: SimNode, *args: str):
-    node.clear_calls()
+class Runs:
+    """The pveum runs of one node, whichever pveum it has: (exit code, seconds) each."""
+
+    def __init__(self, node: SimNode, upstream: bool = False):
+        self.node, self.upstream = node, upstream
+
+    def clear(self) -> None:
+        upnode.clear_calls(self.node) if self.upstream else self.node.clear_calls()
+
+    def list(self) -> List[Tuple[int, float]]:
+        if self.upstream:
+            return [(r.rc, r.seconds) for r in upnode.runs(self.node)]
+        return [(c["rc"], c.get("run_time", c["duration"])) for c in self.node.calls()]
+
+
+def timed_bootstrap(config: Path, runs: Runs, prefix: str, label: str, *args: str) -> None:
+    """One bootstrap: its pveum runs (how many, how many failed, their summed time) and its wall
+    time, which should be the runs' time and little else."""
+    runs.clear()
     start = time.monotonic()
     r = run_cli("bootstrap", "--format", "json", *args, config=config)
+    wall = time.monotonic() - start
     if r.returncode:
         raise SystemExit(f"bootstrap failed: {r.stderr}")
-    return len(node.calls()), time.monotonic() - start
+    done = runs.list()
+    bench(f"{prefix}_{label}_pveum_calls", len(done), "calls")
+    bench(f"{prefix}_{label}_failed_pveum_calls", sum(1 for rc, _ in done if rc), "calls")
+    bench(f"{prefix}_{label}_wall", wall, "s")
+    bench(f"{prefix}_{label}_pveum_time", sum(sec for _, sec in done), "s")
 
 
-def converge_figures(work: Path, pve: int) -> None:
-    node = SimNode.create(work / f"node{pve}", pve=pve, ca_bits=2048)
+def node_site(work: Path, node: SimNode, name: str):
+    """The node's pveproxy stand-in and a config for a daemon on it."""
+    proxy = node.start_proxy()
+    config = write_config(work / f"{name}.yaml", node, proxy.url, work / f"d{name}",
+                          daemon={"log_level": "warning"},
+                          claim={"listen": "127.0.0.1", "port": free_port()})
+    (work / f"d{name}").mkdir()
+    return proxy, config
+
+
+def converge_figures(work: Path, pve: int, access_control: Optional[str] = None) -> None:
+    name = f"pve{pve}" + (f"_ac{access_control.replace('.', '')}" if access_control else "")
+    node = SimNode.create(work / f"node{name}", pve=pve, ca_bits=2048,
+                          access_control=access_control)
     node.set(auth_fail_delay=0.0, delay=PVEUM_DELAY)
-    with node.start_proxy() as proxy:
-        config = write_config(work / f"pvemond{pve}.yaml", node, proxy.url, work / f"d{pve}",
-                              daemon={"log_level": "warning"},
-                              claim={"listen": "127.0.0.1", "port": free_port()})
-        (work / f"d{pve}").mkdir()
-        with Daemon(config, work / f"pvemond{pve}.log") as daemon:
-            # rerun: a new secret for the existing token (--rotate); kept: a plain re-run, which
-            # repairs drift and mints nothing.
-            for label, args in (("fresh", ()), ("rerun", ("--rotate",)), ("kept", ())):
-                calls, wall = timed_bootstrap(config, node, *args)
-                bench(f"pve{pve}_{label}_pveum_calls", calls, "calls")
-                bench(f"pve{pve}_{label}_wall", wall, "s")
-            doctor_figures(config, node, pve)
-            if pve == 9:
-                node.set(delay=0.0)
-                daemon_figures(daemon)
+    runs = Runs(node)
+    proxy, config = node_site(work, node, name)
+    with proxy, Daemon(config, work / f"{name}.log") as daemon:
+        # rerun: a new secret for the existing token (--rotate); kept: a plain re-run, which
+        # repairs drift and mints nothing.
+        for label, args in (("fresh", ()), ("rerun", ("--rotate",)), ("kept", ())):
+            timed_bootstrap(config, runs, name, label, *args)
+        if access_control:
+            return
+        doctor_figures(config, node, pve)
+        if pve == 9:
+            status_during_converge(daemon, config, node)
+            node.set(delay=0.0)
+            daemon_figures(daemon)
+
+
+def upstream_figures(work: Path) -> None:
+    """The same bootstraps on genuine upstream pveum (its own start-up, no simulated delay)."""
+    upstream = upnode.upstream_dir()
+    if upstream is None:
+        print(f"# upstream figures skipped: {upnode.ENV} is not set")
+        return
+    for gen in (g for g in upnode.GENERATIONS if g.name in ("8.4", "9.1")):
+        name = f"upstream_{gen.name.replace('.', '')}"
+        node = upnode.make_upstream_node(work / name, gen, upstream)
+        proxy, config = node_site(work, node, name)
+        with proxy, Daemon(config, work / f"{name}.log"):
+            for label, args in (("fresh", ()), ("rerun", ("--rotate",))):
+                timed_bootstrap(config, Runs(node, upstream=True), name, label, *args)
+
+
+def status_during_converge(daemon: Daemon, config: Path, node: SimNode) -> None:
+    """/v1/status while a bootstrap's pveum runs are in flight: status takes no lock."""
+    client = Client(str(daemon.socket))
+    node.clear_calls()
+    node.set(delay=BUSY_DELAY)
+    boot = threading.Thread(target=run_cli, args=("bootstrap", "--format", "json", "--token",
+                                                  "busy"), kwargs={"config": config})
+    boot.start()
+    time.sleep(0.5)  # the bootstrap has started and its one pveum run (BUSY_DELAY s) is going
+    samples = []
+    while boot.is_alive() and len(samples) < STATUS_REQUESTS:
+        t0 = time.perf_counter()
+        client.status()
+        samples.append((time.perf_counter() - t0) * 1000)
+    in_flight = not node.calls()  # the run logs itself when it ends: all samples beside it
+    boot.join()
+    if not in_flight:
+        raise SystemExit("the status samples were not all taken while pveum ran")
+    node.set(delay=PVEUM_DELAY)
+    samples.sort()
+    bench("status_during_converge_samples", len(samples), "requests")
+    bench("status_latency_p99", samples[max(0, int(len(samples) * 0.99) - 1)], "ms")
 
 
 def doctor_figures(config: Path, node: SimNode, pve: int) -> None:
@@ -78,8 +155,8 @@ def daemon_figures(daemon: Daemon) -> None:
         client.status()
         samples.append((time.perf_counter() - start) * 1000)
     samples.sort()
-    bench("status_latency_p50", statistics.median(samples), "ms")
-    bench("status_latency_p99", samples[int(len(samples) * 0.99) - 1], "ms")
+    bench("status_latency_idle_p50", statistics.median(samples), "ms")
+    bench("status_latency_idle_p99", samples[int(len(samples) * 0.99) - 1], "ms")
     time.sleep(1)
     pids = daemon.pids()
     bench("daemon_idle_rss_sum", sum(_kib(pid, "status", "VmRSS:") for pid in pids) / 1024, "MiB")
@@ -104,15 +181,34 @@ def claim_round_trip(work: Path) -> None:
                               daemon={"log_level": "warning"})
         (work / "dc").mkdir()
         with Daemon(config, work / "claim.log"):
-            boot = Bootstrap(config, "--listen", "127.0.0.1", "--port", "18116")
-            offer = boot.wait_for("claim_open")
-            start = time.monotonic()
-            r = run_cli("claim", "127.0.0.1:18116", offer["code"], "--pin", offer["pin"],
-                        "--format", "pve-exporter", "-o", str(work / "pve.yml"), config=config)
-            bench("claim_round_trip", (time.monotonic() - start) * 1000, "ms")
-            if r.returncode or boot.finish():
-                raise SystemExit(f"claim failed: {r.stderr}")
+            times = [_one_claim(config, work, f"c{n}") for n in range(CLAIMS)]
+            bench("claim_round_trip", statistics.median(times), "ms")
+            bench("claim_round_trip_min", min(times), "ms")
+            bench("claim_client_start", _client_start(config), "ms")
             orphan_cleanup(config, node)
+
+
+def _one_claim(config: Path, work: Path, token: str) -> float:
+    port = free_port()
+    boot = Bootstrap(config, "--listen", "127.0.0.1", "--port", str(port), "--token", token)
+    offer = boot.wait_for("claim_open")
+    start = time.monotonic()
+    r = run_cli("claim", f"127.0.0.1:{port}", offer["code"], "--pin", offer["pin"],
+                "--format", "pve-exporter", "-o", str(work / f"{token}.yml"), config=config)
+    elapsed = (time.monotonic() - start) * 1000
+    if r.returncode or boot.finish():
+        raise SystemExit(f"claim failed: {r.stderr}")
+    return elapsed
+
+
+def _client_start(config: Path, runs: int = 10) -> float:
+    """pvemond-claim's own start (interpreter and imports, no network): the best of `runs`."""
+    best = float("inf")
+    for _ in range(runs):
+        start = time.monotonic()
+        run_cli("claim", "--help", config=config)
+        best = min(best, (time.monotonic() - start) * 1000)
+    return best
 
 
 def orphan_cleanup(config: Path, node: SimNode) -> None:
@@ -135,7 +231,7 @@ import sys, ipaddress
 from pvemond.claim import ClaimListener
 from pvemond.codes import new_code
 l = ClaimListener(b"{}", new_code(), sys.argv[1], sys.argv[2], host="127.0.0.1", port=0,
-                  ttl=600, max_attempts=10**9, rate=1e9, burst=10**9)
+                  ttl=600, max_attempts=10**9, rate=1e9, burst=10**9, max_per_source=64)
 print(l.bind()[1], flush=True)
 l.serve()
 """
@@ -284,6 +380,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pvemond-bench-") as tmp:
         for pve in (9, 8):
             converge_figures(Path(tmp), pve)
+        converge_figures(Path(tmp), 9, access_control="9.0.5")
+        upstream_figures(Path(tmp))
         claim_round_trip(Path(tmp))
         flood_figures(Path(tmp))
         slowloris_figures(Path(tmp))

@@ -39,7 +39,8 @@ def write_config(path: Path, sim, proxy_url: str, workdir: Path, **sections: Dic
     """A pvemond.yaml pointing at the simulated node `sim`; `sections` override per section."""
     cfg = {
         "node": {"pveum": str(sim.pveum), "pve_dir": str(sim.pve_dir),
-                 "pvecfg": str(sim.pvecfg), "pveproxy_url": proxy_url, "pveum_timeout": 30.0},
+                 "pvecfg": str(sim.pvecfg), "dpkg_status": str(sim.dpkg_status),
+                 "pveproxy_url": proxy_url, "pveum_timeout": 30.0},
         "daemon": {"socket": str(workdir / "pvemond.sock"), "state_dir": str(workdir / "state"),
                    "log_level": "debug"},
     }
@@ -93,7 +94,7 @@ class Daemon:
         self.socket.unlink(missing_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, sys.executable, "-m", "gunicorn", "-c", "python:pvemond.gunicorn_conf",
+                [*self.prefix, sys.executable, "-m", "pvemond.daemon", "-c", "python:pvemond.gunicorn_conf",
                  "pvemond.wsgi:app"], env=env_for(self.config), stdout=log, stderr=log,
                 cwd=REPO, start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -133,6 +133,7 @@ def dry_run(client: Client, out: Reporter, token: Optional[str], privsep: Option
     for step in plan["steps"]:
         kept = plan.get("kept") and step["part"] == "token" and step["change"] == "ok"
         out.step(step, "exists: kept (--rotate for a new secret)" if kept else _WOULD[step["change"]])
+        out.commands(step.get("commands", ()))  # what the daemon would run, word for word
     return EXIT_OK
 
 

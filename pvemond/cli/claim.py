@@ -18,13 +18,26 @@ import socket
 import ssl
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, List, NoReturn, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, NoReturn, Optional, Tuple
 from urllib.parse import urlsplit
 
 from pvemond import files, formats, tlspin
 from pvemond.codes import normalize_code
-from pvemond.pve import api
+
+
+class _OnFirstUse:
+    """A module imported when first used: only --check calls the node's API, and its import
+    (dataclasses, inspect) would slow every claim's start."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+        return getattr(importlib.import_module(self._name), attr)
+
+
+api = _OnFirstUse("pvemond.pve.api")
 
 DEFAULT_PORT = 8116
 ROUTE = "/v1/claim"
@@ -76,8 +89,7 @@ class Failure(Exception):
         self.rc = rc
 
 
-@dataclass(frozen=True)
-class Written:
+class Written(NamedTuple):
     config: Optional[str]  # None: printed on stdout
     ca_path: Optional[str]  # None: the system CAs verify the node (formats.system_trust)
 
@@ -518,7 +530,7 @@ def report(fmt: str, payload: Dict[str, Any], written: Written, where: str) -> N
 # --check: the token against the node's API, TLS verified by the CA just written
 
 def check(payload: Dict[str, Any], ca_path: Optional[str], timeout: float) -> int:
-    url = payload["nodes"][0]["url"]
+    url, ip = payload["nodes"][0]["url"], payload["nodes"][0].get("ip")
 
     def call(path: str) -> api.Response:
         return api.get(url, path, payload["token_id"], payload["secret"], cafile=ca_path,
@@ -530,7 +542,7 @@ def check(payload: Dict[str, Any], ca_path: Optional[str], timeout: float) -> in
             return _check_failed(_refused(version, url))
         resources = call("/cluster/resources")
     except api.ApiUnreachable as exc:
-        return _check_failed(_unreachable(exc, url, ca_path, timeout))
+        return _check_failed(_unreachable(exc, url, ca_path, timeout, ip))
     if resources.status != 200:
         return _check_failed(_refused(resources, url))
     return _judge(url, version.data, resources.data)
@@ -564,9 +576,18 @@ def _judge(url: str, version: Any, resources: Any) -> int:
     return EXIT_OK
 
 
-def _unreachable(exc: api.ApiUnreachable, url: str, ca_path: Optional[str], timeout: float) -> str:
+def _unreachable(exc: api.ApiUnreachable, url: str, ca_path: Optional[str], timeout: float,
+                 ip: Optional[str] = None) -> str:
+    """`ip`: the node's address when the payload names it by its certificate's DNS name."""
     cause = exc.__context__  # api.get raises `from None`; the cause is still recorded here
     host = _host_of(url)
+    if ip and isinstance(cause, socket.gaierror):
+        return (f"this host cannot resolve {host}, the name the node's certificate covers: add "
+                f"it to DNS or add the line '{ip} {host}' to /etc/hosts")
+    if ip and isinstance(cause, (ConnectionRefusedError, socket.timeout, TimeoutError)):
+        return (f"this host cannot reach {host} port 8006 (the name the node's certificate "
+                f"covers; the node's address is {ip}): point {host} at {ip} in DNS or "
+                "/etc/hosts, and let port 8006 through any firewall between them")
     if isinstance(cause, ssl.SSLCertVerificationError):
         return _tls_advice(cause, url, ca_path, timeout)
     if isinstance(cause, ConnectionRefusedError):
@@ -587,6 +608,10 @@ def _host_of(url: str) -> str:
 def _tls_advice(cause: ssl.SSLCertVerificationError, url: str, ca_path: Optional[str],
                 timeout: float) -> str:
     host = _host_of(url)
+    if ca_path and "key usage" in (cause.verify_message or ""):  # Python 3.13+, a legacy CA
+        return (f"TLS verification of {url} failed ({_clean(cause.verify_message)}): the cluster "
+                f"CA in {ca_path} predates pve-cluster 9.1.2 and this Python rejects it; update "
+                "pvemond on the node (it hands out a copy re-issued with keyUsage) and claim again")
     sans = peer_sans(url, ca_path, timeout)
     if sans is None and ca_path is None:
         return (f"TLS verification of {url} failed ({_clean(cause.verify_message)}): this host's "
@@ -606,15 +631,12 @@ def peer_sans(url: str, ca_path: Optional[str], timeout: float) -> Optional[List
     """The SANs of the certificate on `url`, verified against the CA but not the name; None when
     it does not chain to the CA or cannot be reached."""
     parts = urlsplit(url)
-    ctx = ssl.create_default_context(cafile=ca_path)
-    ctx.check_hostname = False
+    ctx = tlspin.context(ca_path, check_name=False)
     try:
-        with socket.create_connection((parts.hostname, parts.port or 8006), timeout=timeout) as s:
-            with ctx.wrap_socket(s) as tls:
-                return list(tls.getpeercert().get("subjectAltName", ()))
+        with tlspin.connect(parts.hostname or "", parts.port or 8006, ctx, timeout=timeout) as tls:
+            return tlspin.peer_sans(tls)
     except (OSError, ssl.SSLError):
         return None
-
 
 if __name__ == "__main__":
     sys.exit(main())

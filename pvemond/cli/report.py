@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 COLUMN = 66  # where the dots end, so the results line up
 
@@ -28,6 +28,11 @@ class Reporter:
         self._say(f"  {step['subject']} {dots} {word}")
         for finding in step["findings"] if step["change"] == "repair" else ():
             self._say(f"      - {finding}")
+
+    def commands(self, commands: Sequence[str]) -> None:
+        """The pveum runs of a dry-run's step (JSON already carries them in its step)."""
+        for command in () if self.as_json else commands:
+            self._say(f"      $ {command}")
 
     def verified(self, token_id: str, privs: List[str], path: str, https: bool) -> None:
         if self.as_json:

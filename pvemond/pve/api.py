@@ -1,4 +1,4 @@
-"""HTTPS calls to pveproxy with an API token, TLS verified against the cluster CA (stdlib only).
+"""HTTPS calls to pveproxy with an API token, TLS verified (stdlib only).
 
 Used on the node to prove a freshly minted token works, and on the monitoring host by
 `pvemond-claim --check`. The secret goes into the Authorization header and nowhere else.
@@ -11,6 +11,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import quote, urlsplit
+
+from pvemond import tlspin
 
 
 @dataclass(frozen=True)
@@ -28,18 +30,13 @@ class TlsRefused(ApiUnreachable):
     """pveproxy answered, with a certificate that does not verify: it runs, the trust is wrong."""
 
 
-def tls_context(cafile: Optional[str]) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=cafile)
-    ctx.check_hostname = True
-    return ctx
-
-
 def get(base_url: str, path: str, token_id: str, secret: str, *, cafile: Optional[str],
-        timeout: float = 15.0) -> Response:
-    """GET {base_url}/api2/json{path} as the token."""
+        timeout: float = 15.0, tls_name: Optional[str] = None) -> Response:
+    """GET {base_url}/api2/json{path} as the token; `tls_name`: the name the certificate must
+    cover when it is not the URL's host (tlspin.connect)."""
     url = urlsplit(base_url)
-    conn = http.client.HTTPSConnection(url.hostname, url.port or 8006, timeout=timeout,
-                                       context=tls_context(cafile))
+    conn = tlspin.HTTPSConnection(url.hostname or "", url.port or 8006, tlspin.context(cafile),
+                                  timeout=timeout, tls_name=tls_name)
     try:
         conn.request("GET", "/api2/json" + quote(path, safe="/?=&"),
                      headers={"Authorization": f"PVEAPIToken={token_id}={secret}",
@@ -47,7 +44,9 @@ def get(base_url: str, path: str, token_id: str, secret: str, *, cafile: Optiona
         resp = conn.getresponse()
         body = resp.read()
     except ssl.SSLCertVerificationError as exc:
-        raise TlsRefused(f"TLS verification of {base_url} failed: {exc.verify_message}") from None
+        named = f" as {tls_name}" if tls_name else ""
+        raise TlsRefused(f"TLS verification of {base_url}{named} failed: "
+                         f"{exc.verify_message}") from None
     except (OSError, http.client.HTTPException) as exc:
         raise ApiUnreachable(f"cannot reach pveproxy at {base_url}: {exc}") from None
     finally:

@@ -1,14 +1,11 @@
 """Node facts a root process reads cheaply: PVE version and its privileges, cluster membership and
-quorum (/etc/pve/.members), and the certificates pveproxy serves.
+quorum (/etc/pve/.members), which certificate files pveproxy serves (their content: served.py),
+the firewall.
 """
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import json
 import re
-import socket
-import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,51 +104,6 @@ def tls_files(pve_dir: str) -> Tuple[Path, Path]:
 
 def ca_file(pve_dir: str) -> Path:
     return Path(pve_dir) / "pve-root-ca.pem"
-
-
-def fingerprint(cert: Path) -> str:
-    """PVE's ssl_fingerprint: SHA-256 over the DER of the first (leaf) certificate, as AA:BB:…"""
-    der = ssl.PEM_cert_to_DER_cert(first_pem(cert.read_text(encoding="ascii")))
-    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
-
-
-def first_pem(text: str) -> str:
-    end = "-----END CERTIFICATE-----"
-    return text[: text.index(end) + len(end)] + "\n"
-
-
-def node_endpoints(cluster: Optional[Cluster], pve_dir: str) -> List[Dict[str, str]]:
-    """Each node's name, address and API URL. A standalone .members has no IP: resolve the node
-    name as PVE does (get_ip_from_hostname), else fall back to the name itself."""
-    if cluster is None:
-        return []
-    out = []
-    for n in cluster.nodes:
-        local = n.name == cluster.nodename
-        address = n.ip or (local and _san_ip(Path(pve_dir) / "local" / "pve-ssl.pem")) \
-            or _resolve(n.name) or n.name
-        host = f"[{address}]" if ":" in address else address
-        out.append({"name": n.name, "address": address, "url": f"https://{host}:8006/api2/json"})
-    return out
-
-
-def _san_ip(cert: Path) -> Optional[str]:
-    """The node IP that PVE wrote into its own certificate's SAN when it generated it."""
-    try:
-        decoded = ssl._ssl._test_decode_cert(str(cert))  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ssl.SSLError):
-        return None
-    ips = [v.strip() for k, v in decoded.get("subjectAltName", ()) if k == "IP Address"]
-    return next((ip for ip in ips if not ipaddress.ip_address(ip).is_loopback), None)
-
-
-def _resolve(name: str) -> Optional[str]:
-    try:
-        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return None
-    addrs = [i[4][0] for i in infos if not ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback]
-    return addrs[0] if addrs else None
 
 
 def firewall_enabled(pve_dir: str, nodename: str) -> bool:

@@ -4,12 +4,12 @@ serve, who vouches for that certificate. No token involved (see api.py for calls
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
+
+from pvemond import tlspin
 
 
 class Unreachable(Exception):
@@ -24,10 +24,8 @@ class Served:
 
 def probe(url: str, timeout: float = 10.0) -> Served:
     """One anonymous request, certificate not verified: we want to see what is served."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     host, port = _host_port(url)
-    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+    conn = tlspin.HTTPSConnection(host, port, tlspin.context(verify=False), timeout=timeout)
     try:
         conn.request("GET", "/api2/json/version")
         der = conn.sock.getpeercert(binary_form=True)
@@ -42,27 +40,16 @@ def probe(url: str, timeout: float = 10.0) -> Served:
 def verifies(url: str, cafile: Optional[str], timeout: float = 10.0) -> bool:
     """Whether the served chain verifies against `cafile` (None: the system's trust store).
     Host names are checked separately, against the node's own addresses."""
-    ctx = ssl.create_default_context(cafile=cafile)
-    ctx.check_hostname = False
     host, port = _host_port(url)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=host):
-            return True
+        tlspin.connect(host, port, tlspin.context(cafile, check_name=False), timeout=timeout).close()
+        return True
     except ssl.SSLCertVerificationError:
         return False
     except OSError as exc:
         raise Unreachable(f"cannot reach pveproxy at {url}: {exc}") from None
 
 
-def decode(pem_file: Path) -> dict:
-    """notAfter and subjectAltName of a certificate file, as ssl.getpeercert() shows them."""
-    try:
-        return ssl._ssl._test_decode_cert(str(pem_file))  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ssl.SSLError):
-        return {}
-
-
 def _host_port(url: str):
     u = urlsplit(url)
-    return u.hostname, u.port or 8006
+    return u.hostname or "", u.port or 8006

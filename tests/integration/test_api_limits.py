@@ -13,7 +13,7 @@ import pytest
 
 from harness import Daemon, REPO, env_for, free_port, write_config
 
-GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "python:pvemond.gunicorn_conf",
+GUNICORN = [sys.executable, "-m", "pvemond.daemon", "-c", "python:pvemond.gunicorn_conf",
             "pvemond.wsgi:app"]
 
 

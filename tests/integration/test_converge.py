@@ -27,6 +27,10 @@ def writes(node) -> list:
     return [c["argv"] for c in node.calls() if c["write"]]
 
 
+def failed(node) -> list:
+    return [c["argv"] for c in node.calls() if c["rc"] != 0]
+
+
 def call_words(node) -> list:
     return [" ".join(c["argv"][:3]) for c in node.calls()]
 
@@ -37,7 +41,10 @@ def test_fresh_node(service, node, proxy):
     assert node.user_cfg() == FRESH_USER_CFG
     assert [s["change"] for s in m.steps] == ["create"] * 4
     assert m.how == "added"
-    assert len(node.calls()) == 5  # role, user, acl, token + the permission check
+    # role, user, acl, token: the HTTPS call verifies, no pveum read; nothing refused
+    assert call_words(node) == ["role add monitoring", "user add monitoring@pve", "acl modify /",
+                                "user token add"]
+    assert failed(node) == []
     assert token_works(proxy, node, m.token_id, m.secret.reveal()) == 200
     assert set(m.payload["privileges"]) == set(PRIVS.split(","))
 
@@ -57,29 +64,51 @@ def test_converged_node_changes_nothing_but_the_secret(service, node, proxy, pve
     words = call_words(node)
     if pve == 9:  # access-control 9.1.x regenerates in place
         assert again.how == "regenerated"
-        assert words == ["user token modify", "user token permissions"]
+        assert words == ["user token modify"]
     else:
-        assert again.how == "re-created"  # no probe: PVE 8's access-control never has it
-        assert words == ["user token remove", "user token add", "user token permissions"]
+        assert again.how == "re-created"  # no probe: dpkg says access-control 8.x lacks it
+        assert words == ["user token remove", "user token add"]
+    assert failed(node) == []
     assert token_works(proxy, node, again.token_id, first.secret.reveal()) == 401
     assert token_works(proxy, node, again.token_id, again.secret.reveal()) == 200
 
 
 @pytest.mark.pve(9)
-def test_missing_regenerate_is_learned_once(service, node, pve):
+def test_missing_regenerate_is_known_before_the_first_call(service, node):
     node.set(access_control="9.0.5")  # PVE 9.0/9.1 before libpve-access-control 9.1.0
+    h = service.mint(caller="test")
+    service.finish_handout(h.handout, caller="test", delivered=True)
+    node.clear_calls()
+    m = service.mint(caller="test", rotate=True)
+    assert m.how == "re-created"
+    assert call_words(node) == ["user token remove", "user token add"]  # no refused probe
+    assert failed(node) == []
+
+
+@pytest.mark.pve(9)
+def test_without_dpkg_record_pve9_tries_regenerate_once(service, node):
+    node.set(access_control="9.0.5")
+    node.dpkg_status.unlink()  # no record: the PVE major decides, and 9 may or may not have it
     for name in ("first", "second"):
         h = service.mint(caller="test", token=name)
         service.finish_handout(h.handout, caller="test", delivered=True)
     node.clear_calls()
     h = service.mint(caller="test", token="first", rotate=True)
-    service.finish_handout(h.handout, caller="test", delivered=True)
     assert h.how == "re-created"
     assert call_words(node)[:2] == ["user token modify", "user token remove"]  # tried, refused
     node.clear_calls()
+    service.finish_handout(h.handout, caller="test", delivered=True)
     m = service.mint(caller="test", token="second", rotate=True)
-    assert m.how == "re-created"
-    assert "user token modify" not in call_words(node)  # not tried again
+    assert m.how == "re-created" and "user token modify" not in call_words(node)
+
+
+def test_pveum_read_verifies_only_without_https(node, config):
+    cfg = config_load(config)
+    svc = NodeService(dataclasses.replace(cfg, node=dataclasses.replace(cfg.node, verify_https=False)))
+    node.clear_calls()
+    m = svc.mint(caller="test")
+    assert call_words(node)[-1] == "user token permissions" and len(node.calls()) == 5
+    assert set(m.payload["privileges"]) == set(PRIVS.split(","))
 
 
 ACL_DELETE = ["acl", "delete", "/", "--roles", "monitoring", "--users", "monitoring@pve"]

@@ -30,9 +30,10 @@ U = "monitoring@pve"
 class Site:
     """A simulated node, its pveproxy (restartable on the same port) and pvemond's service."""
 
-    def __init__(self, tmp: Path, pve: int, cluster=None, **access):
+    def __init__(self, tmp: Path, pve: int, cluster=None, ca_key_usage=None, **access):
         self.tmp, self.access = tmp, access
-        self.node = make_node(tmp / "node", pve=pve, cluster=cluster)
+        legacy = {} if ca_key_usage is None else {"ca_key_usage": ca_key_usage}
+        self.node = make_node(tmp / "node", pve=pve, cluster=cluster, **legacy)
         self.node.set(auth_fail_delay=0.0, no_quorum_delay=0.3)
         self.proxy = self.node.start_proxy()
         self.port = free_port()
@@ -184,8 +185,8 @@ def test_not_a_pve_node(ready):
     (ready.node.pve_dir / "local").unlink()
     report = ready.doctor(fix=True)
     assert [c["id"] for c in report["checks"]] == ["node"] and report["fixed"] == []
-    assert_names(report, "node", "fail", "not mounted", "nothing can be set up",
-                 "systemctl start pve-cluster")
+    assert_names(report, "node", "fail", "pve-cluster is down", "nothing can be set up",
+                 "systemctl status pve-cluster")
     (ready.node.pve_dir / "local").symlink_to(f"nodes/{ready.node.nodename}")
     assert_passes(ready.doctor())
 

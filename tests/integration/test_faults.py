@@ -82,7 +82,10 @@ class Scene:
 
     def pause_daemon(self, sig: int) -> None:
         for pid in self.daemon.pids():
-            os.kill(pid, sig)
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:  # a killed worker the master (woken first) reaped already
+                pass
 
     def kill(self, victim: str, b: Optional[Bootstrap]) -> None:
         if victim == "bootstrap":

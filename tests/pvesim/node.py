@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from . import certs
 from .members import members_text
-from .pvecfg import pvecfg_text, read_pvecfg
+from .pvecfg import dpkg_status_text, pvecfg_text, read_pvecfg
 from .privileges import for_major
 from .state import DEFAULT_SETTINGS, PVE_DEFAULTS, NodeState, atomic_write, version_tuple
 from .usercfg import UserConfig, new_user, write_token_cfg, write_user_config
@@ -80,6 +80,7 @@ class SimNode:
         self.pve_dir = self.state.pve_dir
         self.pveum = self.root / "usr" / "sbin" / "pveum"
         self.pvecfg = self.root / "usr" / "share" / "perl5" / "PVE" / "pvecfg.pm"
+        self.dpkg_status = self.root / "var" / "lib" / "dpkg" / "status"
         self.ca_pem = self.pve_dir / "pve-root-ca.pem"
         self.nodename: str = facts.get("nodename", "pve1")
         self.ip: str = facts.get("ip", "192.0.2.10")
@@ -90,7 +91,9 @@ class SimNode:
     def create(cls, root: "str | os.PathLike[str]", *, pve: int = 9, pve_version: Optional[str] = None,
                access_control: Optional[str] = None, hostname: str = "pve1", ip: str = "192.0.2.10",
                domain: Optional[str] = "example.com", cluster: Optional[str] = None, ca_bits: int = 4096,
-               python: Optional[str] = None) -> "SimNode":
+               python: Optional[str] = None, ca_key_usage: Optional[bool] = None) -> "SimNode":
+        """ca_key_usage: whether the cluster CA has keyUsage; default as a fresh install of that
+        major (PVE 9: yes); False on PVE 9 is a cluster installed before pve-cluster 9.1.2."""
         root = Path(root).resolve()
         defaults = PVE_DEFAULTS[9 if pve >= 9 else 8]
         nodename = hostname.split(".")[0]
@@ -102,13 +105,16 @@ class SimNode:
             "nodename": nodename, "ip": ip, "domain": domain, "cluster": layout,
             "python": python or sys.executable,
         }
+        if ca_key_usage is None:
+            ca_key_usage = version_tuple(settings["pve_version"])[0] >= 9
         state = NodeState(root)
         state.sim_dir.mkdir(parents=True, exist_ok=True)
         state.save_settings(settings)
         node = cls(root)
         node._write_pve_tree(settings)
-        node._write_certificates(settings, ca_bits)
+        node._write_certificates(settings, ca_bits, ca_key_usage)
         node._write_pvecfg(settings["pve_version"], secrets.token_hex(8))
+        node._write_dpkg_status(settings["access_control"])
         node.write_wrapper()
         state.calls_path.write_text("")
         state.lock_path.touch()
@@ -147,10 +153,10 @@ class SimNode:
         text = members_text(settings["nodename"], settings.get("cluster"), bool(settings.get("quorate", True)))
         atomic_write(self.state.members, text, 0o440)
 
-    def _write_certificates(self, settings: Dict[str, Any], ca_bits: int) -> None:
+    def _write_certificates(self, settings: Dict[str, Any], ca_bits: int, ca_key_usage: bool) -> None:
         pve = self.pve_dir
         ca_key = pve / "priv" / "pve-root-ca.key"
-        certs.create_ca(self.ca_pem, ca_key, bits=ca_bits, key_usage=version_tuple(settings["pve_version"])[0] >= 9)
+        certs.create_ca(self.ca_pem, ca_key, bits=ca_bits, key_usage=ca_key_usage)
         (pve / "priv" / "pve-root-ca.srl").write_text("0000000000000000\n")
         cluster = settings.get("cluster")
         nodes = cluster["nodes"] if cluster else [{"name": settings["nodename"], "ip": settings["ip"]}]
@@ -167,6 +173,9 @@ class SimNode:
 
     def _write_pvecfg(self, version: str, repoid: str) -> None:
         atomic_write(self.pvecfg, pvecfg_text(version, repoid), 0o644)
+
+    def _write_dpkg_status(self, access_control: str) -> None:
+        atomic_write(self.dpkg_status, dpkg_status_text(access_control), 0o644)
 
     def write_wrapper(self) -> None:
         """(Re)write ROOT/usr/sbin/pveum, e.g. after copying the tree elsewhere."""
@@ -191,7 +200,8 @@ class SimNode:
         return self.state.settings()
 
     def set(self, **knobs: Any) -> None:
-        """Update settings.json atomically; quorate also rewrites .members, pve_version pvecfg.pm."""
+        """Update settings.json atomically; quorate also rewrites .members, pve_version pvecfg.pm,
+        access_control dpkg's status file."""
         unknown = set(knobs) - set(DEFAULT_SETTINGS)
         if unknown:
             raise ValueError(f"unknown simulator knob(s): {', '.join(sorted(unknown))}")
@@ -200,6 +210,8 @@ class SimNode:
             self._write_members(settings)
         if "pve_version" in knobs:
             self._write_pvecfg(settings["pve_version"], self.version_info()["repoid"])
+        if "access_control" in knobs:
+            self._write_dpkg_status(settings["access_control"])
 
     def version_info(self) -> Dict[str, str]:
         """{version, release, repoid} as pvecfg.pm states them."""
@@ -254,10 +266,59 @@ class SimNode:
         os.chmod(key, 0o640)
         self._fix_ownership()
 
+    @property
+    def public_ca_pem(self) -> Path:
+        """The stand-in for a public CA (Let's Encrypt's role) that signs install_acme_cert()'s
+        certificates; tests trust it through SSL_CERT_FILE, as a host trusts its system CAs."""
+        return self.state.sim_dir / "public-ca.pem"
+
+    def install_acme_cert(self, nodes: Optional[List[str]] = None) -> None:
+        """pveproxy-ssl.pem/.key as PVE's ACME client leaves them: the only SAN is the node's DNS
+        name (a public CA never certifies an IP, localhost or a bare host name). `nodes`: which
+        nodes get one (default: this node; a cluster's nodes each keep their own file)."""
+        domain = self.settings().get("domain") or "example.com"
+        ca_key = self.state.sim_dir / "public-ca.key"
+        if not self.public_ca_pem.exists():
+            certs.create_ca(self.public_ca_pem, ca_key, bits=2048, key_usage=True,
+                            subject="/C=US/O=pvesim Public Trust/CN=pvesim Public Root X1")
+        for name in nodes or [self.nodename]:
+            node_dir = self.pve_dir / "nodes" / name
+            key = node_dir / "pveproxy-ssl.key"
+            with contextlib.suppress(FileNotFoundError):
+                key.unlink()  # ACME orders a new key every time
+            with tempfile.TemporaryDirectory(prefix="pvesim-acme-") as tmp:
+                leaf = Path(tmp) / "leaf.pem"
+                certs.issue_cert(self.public_ca_pem, ca_key, leaf, key, subject=f"/CN={name}.{domain}",
+                                 san=[f"DNS:{name}.{domain}"], days=90)
+                atomic_write(node_dir / "pveproxy-ssl.pem", leaf.read_text() + self.public_ca_pem.read_text(),
+                             0o640)
+            os.chmod(key, 0o640)
+        self._fix_ownership()
+
     def remove_custom_cert(self) -> None:
         for name in ("pveproxy-ssl.pem", "pveproxy-ssl.key"):
             with contextlib.suppress(FileNotFoundError):
                 (self.local_dir / name).unlink()
+
+    # -- pmxcfs ---------------------------------------------------------------------
+    @property
+    def _cfs_db(self) -> Path:
+        """Where /etc/pve's files wait while pmxcfs is down (config.db's stand-in)."""
+        return self.state.sim_dir / "pmxcfs-db"
+
+    def stop_pmxcfs(self) -> None:
+        """`systemctl stop pve-cluster`: /etc/pve becomes the bare, empty mountpoint and pveum
+        fails as upstream does (ipcc Connection refused, exit 111)."""
+        self._cfs_db.mkdir()
+        for child in list(self.pve_dir.iterdir()):
+            shutil.move(str(child), str(self._cfs_db / child.name))
+        self.set(pmxcfs=False)
+
+    def start_pmxcfs(self) -> None:
+        for child in list(self._cfs_db.iterdir()):
+            shutil.move(str(child), str(self.pve_dir / child.name))
+        self._cfs_db.rmdir()
+        self.set(pmxcfs=True)
 
     # -- proxy ----------------------------------------------------------------------
     def start_proxy(self, host: str = "127.0.0.1", port: int = 0) -> "ProxyProcess":

@@ -1,4 +1,5 @@
-"""/usr/share/perl5/PVE/pvecfg.pm: pve-manager's version literals (node.md §6.2)."""
+"""/usr/share/perl5/PVE/pvecfg.pm: pve-manager's version literals (node.md §6.2), and the
+dpkg status entry of libpve-access-control."""
 from __future__ import annotations
 
 import re
@@ -27,3 +28,14 @@ def read_pvecfg(path: Path) -> Dict[str, str]:
     text = path.read_text(encoding="utf-8")
     found = dict(re.findall(r"sub (version|release|repoid) \{\s*return '([^']*)';", text))
     return {k: found.get(k, "") for k in ("release", "repoid", "version")}
+
+
+def dpkg_status_text(access_control: str) -> str:
+    """/var/lib/dpkg/status as a PVE node has it, cut to the package that ships pveum's access
+    control (pvemond reads its version to know whether `token modify --regenerate` exists)."""
+    return (
+        "Package: libpve-access-control\nStatus: install ok installed\nPriority: optional\n"
+        "Section: perl\nInstalled-Size: 800\nMaintainer: Proxmox Support Team <support@proxmox.com>\n"
+        f"Architecture: all\nVersion: {access_control}\n"
+        "Description: Proxmox VE access control library\n\n"
+    )

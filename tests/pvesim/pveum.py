@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import output
@@ -117,6 +118,26 @@ def _inject(ctx: Ctx, failure: Dict[str, Any]) -> int:
     return int(failure.get("rc", EXIT_ERROR))
 
 
+def _pmxcfs_down() -> int:
+    """pve-cluster stopped: every command dies loading user.cfg over the pmxcfs IPC socket (three
+    tries), with errno ECONNREFUSED as its exit status (node.md, pmxcfs down)."""
+    for n in (1, 2, 3):
+        sys.stderr.write(f"ipcc_send_rec[{n}] failed: Connection refused\n")
+    sys.stderr.write("Unable to load access control list: Connection refused\n")
+    return 111
+
+
+def _process_start(fallback: float) -> float:
+    """When this process was forked (10 ms steps): `run_time` then counts the interpreter's
+    start-up too, i.e. all that the caller waited for this pveum run."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return fallback
+    return min(fallback, time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     state = NodeState(os.environ.get("PVESIM_ROOT", "/"))
@@ -124,11 +145,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     settings = state.settings()
     if float(settings.get("delay") or 0) > 0:
         time.sleep(float(settings["delay"]))  # models Perl start-up
-    ctx = Ctx(state, settings, sys.stdout, sys.stderr)
-    rc, write = run(ctx, args)
+    if settings.get("pmxcfs", True):
+        ctx = Ctx(state, settings, sys.stdout, sys.stderr)
+        rc, write = run(ctx, args)
+    else:
+        rc, write = _pmxcfs_down(), False
     sys.stdout.flush()
     sys.stderr.flush()
-    record = {"argv": args, "rc": rc, "start": start, "duration": time.time() - start, "write": write}
+    end = time.time()
+    record = {"argv": args, "rc": rc, "start": start, "duration": end - start, "write": write,
+              "run_time": end - _process_start(start)}
     try:
         state.append_call(record)
     except OSError as err:

@@ -30,6 +30,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # False: pmxcfs cannot verify token secrets (priv/token.cfg damaged or out of sync), so
     # pveproxy refuses every token with 401 while user.cfg looks right.
     "token_verify": True,
+    # False: pve-cluster is stopped (SimNode.stop_pmxcfs): /etc/pve is empty, pveum exits 111.
+    "pmxcfs": True,
     "fail_next": [],
     "guests": [],
     "storages": [],

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import signal
 import socket
 import ssl
@@ -284,7 +285,7 @@ def test_code_shape_alphabet_and_entropy():
 
 def test_code_comes_from_secrets(monkeypatch):
     calls = []
-    monkeypatch.setattr(codes.secrets, "choice", lambda seq: calls.append(seq) or seq[0])
+    monkeypatch.setattr(secrets, "choice", lambda seq: calls.append(seq) or seq[0])
     assert new_code() == "2222-2222-2222" and calls == [ALPHABET] * 12
 
 
