@@ -5,6 +5,7 @@ import contextlib
 import grp
 import ipaddress
 import os
+import re
 import secrets
 import select
 import shutil
@@ -68,6 +69,11 @@ def _www_data_gid() -> Optional[int]:
         return grp.getgrnam("www-data").gr_gid
     except KeyError:
         return None
+
+
+def _simulated_status(text: str) -> bool:
+    """Only the one record the simulator writes (a real dpkg status lists many packages)."""
+    return set(re.findall(r"^Package: (\S+)", text, re.M)) <= {"libpve-access-control"}
 
 
 class SimNode:
@@ -175,6 +181,10 @@ class SimNode:
         atomic_write(self.pvecfg, pvecfg_text(version, repoid), 0o644)
 
     def _write_dpkg_status(self, access_control: str) -> None:
+        """Never over a real system's dpkg database (a simulator installed at / in the system
+        ring): there pvemond finds no access-control record and falls back to the PVE major."""
+        if self.dpkg_status.exists() and not _simulated_status(self.dpkg_status.read_text()):
+            return
         atomic_write(self.dpkg_status, dpkg_status_text(access_control), 0o644)
 
     def write_wrapper(self) -> None:
