@@ -7,7 +7,7 @@ VENV        := .venv
 VENV_PY     := $(VENV)/bin/python
 # Debian's own libraries: the PVE 8 (bookworm) generation.
 APT_DEPS    := python3-sh python3-flask gunicorn python3-yaml python3-pytest python3-venv \
-               openssl iproute2 curl
+               openssl iproute2 curl prometheus
 # What the genuine upstream pveum (the upstream ring) needs: ../shared/upstream-pve/README.md.
 PERL_DEPS   := libjson-perl libjson-xs-perl libnet-ldap-perl libauthen-pam-perl \
                libcrypt-openssl-rsa-perl libcrypt-openssl-random-perl libmime-base32-perl \
@@ -20,10 +20,14 @@ PERL_DEPS   := libjson-perl libjson-xs-perl libnet-ldap-perl libauthen-pam-perl 
 UPSTREAM_PVE ?= ../shared/upstream-pve
 # Current PyPI releases: the newest generation.
 PIP_DEPS    := flask gunicorn sh pyyaml pytest schemathesis
+# The monitoring host's own tools, newest from PyPI on Python 3.13 (Debian 13's generation):
+# the network ring runs prometheus-pve-exporter and proxmoxer from here.
+EXPORTER_VENV := .venv-exporter
+EXPORTER_DEPS := prometheus-pve-exporter proxmoxer requests
 
-.PHONY: deps apt-deps venv test test-debian test-pypi test-fuzz test-upstream test-load demo bench clean
+.PHONY: deps apt-deps venv exporter-venv test test-debian test-pypi test-fuzz test-upstream test-load demo bench clean
 
-deps: apt-deps venv
+deps: apt-deps venv exporter-venv
 
 apt-deps:
 	@missing=$$(for p in $(APT_DEPS) $(PERL_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -38,6 +42,14 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: Makefile
 	python3 -m venv $(VENV)
 	$(VENV_PY) -m pip install -q --upgrade pip $(PIP_DEPS)
+	touch $@
+
+exporter-venv: $(EXPORTER_VENV)/.installed
+
+$(EXPORTER_VENV)/.installed: Makefile $(VENV)/.installed
+	py=$$($(VENV_PY) tests/strict_python.py) || { echo "no Python 3.13 for $(EXPORTER_VENV): install one (pyenv install 3.13)"; exit 1; }; \
+	$$py -m venv $(EXPORTER_VENV)
+	$(EXPORTER_VENV)/bin/python -m pip install -q --upgrade pip $(EXPORTER_DEPS)
 	touch $@
 
 # One sub-make for the packaging targets, so the .deb they share is built once.
@@ -87,7 +99,7 @@ bench: deps
 	    $(DEBIAN_PY) tests/bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(EXPORTER_VENV) build *.egg-info .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Packaging: make deb, deb-stdeb, lint, unit-check, repo, test-system (make test needs them).

@@ -44,3 +44,10 @@ def python313() -> str:
                     "install one (Debian 13's python3, or pyenv install 3.13) - these tests "
                     "prove strict TLS clients accept what pvemond hands out", pytrace=False)
     return path
+
+
+if __name__ == "__main__":  # the Makefile builds the exporter's venv with it
+    import sys
+    found = find_python313()
+    print(found or "", end="")
+    sys.exit(0 if found else 1)
