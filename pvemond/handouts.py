@@ -152,11 +152,13 @@ class Ledger:
         audit.info("handout intended token=%s id=%s caller=%s", token_id, h.id, caller)
         return h
 
-    def check_free(self, token_id: str) -> None:
-        """Refuse a token that is being handed out: a new secret would kill that one."""
-        busy = self.snapshot().for_token(token_id)
+    def check_free(self, token_id: Optional[str] = None, doing: str = "minting it again") -> None:
+        """Refuse a token (None: any token) that is being handed out: `doing` would kill the
+        secret on its way to a consumer."""
+        handouts = self.snapshot().handouts
+        busy = next((h for h in handouts if token_id in (None, h.token_id)), None)
         if busy:
-            raise _busy(busy)
+            raise _busy(busy, doing)
 
     def check_writable(self) -> None:
         """Fail now, before pveum changes anything, if the state cannot be written (a full
@@ -309,11 +311,11 @@ class Ledger:
         return tokens, handouts, problems
 
 
-def _busy(h: Handout) -> ServiceError:
+def _busy(h: Handout, doing: str) -> ServiceError:
     return ServiceError(
         "handout_in_progress",
         f"token {h.token_id} is being handed out right now (started {clock_text(h.minted_at)} by "
-        f"{h.caller}, open until {clock_text(h.deadline)}); minting it again would kill that "
+        f"{h.caller}, open until {clock_text(h.deadline)}); {doing} would kill that "
         "secret. Wait for it to finish, cancel that pvemond-bootstrap (Ctrl-C), or use another "
         "token name (--token NAME)", 409)
 

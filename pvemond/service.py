@@ -146,11 +146,7 @@ class NodeService:
         with self.ledger.lock():
             self._require_writable(d)
             self.ledger.sweep(self._revoke_record)
-            busy = self.ledger.snapshot().for_token(d.token_id)
-            if busy:
-                raise ServiceError("handout_in_progress", f"token {d.token_id} is being handed out "
-                                   f"right now (by {busy.caller}, until {clock_text(busy.deadline)}); "
-                                   "cancel that pvemond-bootstrap (Ctrl-C) instead", 409)
+            self.ledger.check_free(d.token_id, "revoking it")
             step = access.token_teardown(usercfg.read(self.cfg.node.pve_dir), d)
             if step.change == access.ABSENT:
                 raise ServiceError("no_such_token", f"{d.user} has no token {token} "
@@ -170,11 +166,7 @@ class NodeService:
             if dry_run:
                 return {"dry_run": True, "steps": [s.describe() for s in plan.steps]}
             self.ledger.sweep(self._revoke_record)
-            busy = self.ledger.snapshot().handouts
-            if busy:
-                raise ServiceError("handout_in_progress", f"token {busy[0].token_id} is being "
-                                   "handed out right now; wait for its pvemond-bootstrap to finish, "
-                                   "or cancel it (Ctrl-C)", 409)
+            self.ledger.check_free(doing="uninstalling")
             self._apply(plan, caller, "uninstall")
             self.ledger.forget_all()
         return {"dry_run": False, "steps": [s.describe() for s in plan.steps]}
@@ -308,8 +300,7 @@ class NodeService:
         path) where it is on; pveum's view of the token only where it is off, since that run
         would prove nothing the HTTPS call does not."""
         if self.cfg.node.verify_https:
-            self._verify_https(d, minted)  # raises unless every privilege is held on the path
-            return {p: 1 for p in sorted(d.privileges)}
+            return self._verify_https(d, minted)
         try:
             privs = self.pveum.token_permissions(d.user, d.token, d.acl_path)
         except P.PveumError as exc:
@@ -321,7 +312,9 @@ class NodeService:
                                "permissions); the token was revoked", 502)
         return privs
 
-    def _verify_https(self, d: access.Desired, minted: P.MintedToken) -> None:
+    def _verify_https(self, d: access.Desired, minted: P.MintedToken) -> Dict[str, int]:
+        """pveproxy's own answer: the token's effective privileges on the ACL path; raises unless
+        every desired privilege is among them."""
         url, ca = self.cfg.node.pveproxy_url, self._trust()
         name = served.local_tls_name(self.cfg.node.pve_dir, url)  # ACME: the FQDN, not 127.0.0.1
         try:
@@ -338,10 +331,11 @@ class NodeService:
             if r.status != 200:
                 raise ServiceError("verification_failed", f"pveproxy at {url} answered "
                                    f"{r.status} {r.reason} to the new token; the token was revoked", 502)
-        seen = set(((perms.data or {}).get(d.acl_path) or {}))
-        if d.privileges - seen:
+        seen = (perms.data or {}).get(d.acl_path) or {}
+        if d.privileges - set(seen):
             raise ServiceError("verification_failed", f"over HTTPS the token lacks "
-                               f"{', '.join(sorted(d.privileges - seen))}; the token was revoked", 502)
+                               f"{', '.join(sorted(d.privileges - set(seen)))}; the token was revoked", 502)
+        return {p: int(seen[p]) for p in sorted(seen)}
 
     def _inputs(self) -> doctor.Inputs:
         f = self.facts()

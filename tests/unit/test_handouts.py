@@ -114,6 +114,16 @@ def test_a_second_hand_out_of_the_same_token_is_refused(ledger):
     assert err.value.code == "handout_in_progress" and err.value.status == 409
 
 
+def test_revoke_and_uninstall_are_refused_while_any_hand_out_is_open(ledger):
+    """One refusal for every action that would kill a secret on its way: it names the action."""
+    intend(ledger, owner=os.getpid())
+    ledger.check_free("monitoring@pve!other", "revoking it")  # another token: free
+    for token_id, doing in (("monitoring@pve!prom", "revoking it"), (None, "uninstalling")):
+        with pytest.raises(ServiceError) as err:
+            ledger.check_free(token_id, doing)
+        assert err.value.status == 409 and f"{doing} would kill that secret" in err.value.detail
+
+
 def test_a_failed_revoke_keeps_the_record_and_backs_off(ledger, clock):
     ledger.offer(intend(ledger, owner=dead_pid()), "added")
     assert ledger.sweep(Revoker(fail=True)) == []
