@@ -1,8 +1,10 @@
 """Claim codes and the one-shot TLS claim listener (the node side of the hand-over).
 
 Stdlib only: it runs in the listener process after bootstrap has dropped root. The listener is
-the only network-facing part of pvemond (DESIGN.md, security model): it serves the node's
-certificate, takes a code on one route and hands the payload out once. It exists until the claim
+the only network-facing part of pvemond (DESIGN.md, security model): it serves a key made for
+this claim alone (fresh_identity: never pveproxy's, so a code sent with this claim's pin cannot
+reach pveproxy, and the listener holds no key of the node), takes a code on one route and hands
+the payload out once. It exists until the claim
 is taken, expires, is burned by wrong codes, or is stopped.
 
 At accept, before any TLS work or thread, a connection is closed (TCP reset, no reply) when its
@@ -32,22 +34,29 @@ The code and the payload (it holds the token secret) are never logged.
 from __future__ import annotations
 
 import collections
+import contextlib
 import http
 import ipaddress
 import json
 import logging
+import os
 import selectors
+import shutil
 import socket
 import ssl
 import struct
+import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
-from pvemond.codes import codes_match, normalize_code
+from pvemond.codes import codes_match, new_code, normalize_code
+from pvemond.contract import CLAIM_PORT, CLAIM_ROUTE
+from pvemond.contract import Refusal as R
 
-ROUTE = "/v1/claim"
+ROUTE = CLAIM_ROUTE
 MAX_BODY = 4096
 MAX_HEAD = 8192
 MAX_SOURCES = 4096            # rate-limit buckets kept; beyond that idle ones are dropped
@@ -171,18 +180,58 @@ class _Throttle:
 
 
 # ---------------------------------------------------------------------------------------------
+# This claim's own key
+
+@contextlib.contextmanager
+def fresh_identity(openssl: str = "openssl") -> Iterator[Tuple[str, str]]:
+    """A new ECDSA P-256 key and a self-signed certificate for one claim, as (certfile, keyfile)
+    in a private temporary directory that is gone when the block ends: load them in it.
+
+    The stdlib cannot make keys, so openssl (on every PVE node) does, writing the key itself
+    (umask 077, a 0700 directory): no key material passes a command line or a pipe. The
+    certificate says one day (OpenSSL before 3.4 has no exact end date); the claim itself ends
+    far sooner, and nothing answers with this key after that."""
+    where = tempfile.mkdtemp(prefix="pvemond-claim-")
+    cert, key = f"{where}/claim.pem", f"{where}/claim.key"
+    old = os.umask(0o077)
+    try:
+        subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "1", "-subj", "/CN=pvemond claim", "-batch"],
+                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        shutil.rmtree(where, ignore_errors=True)
+        raise OSError(f"cannot make the claim's key with {openssl}: {_why(exc)}") from None
+    finally:
+        os.umask(old)
+    try:
+        yield cert, key
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, subprocess.CalledProcessError):
+        return (exc.stderr or b"").decode(errors="replace").strip() or f"exit {exc.returncode}"
+    return str(exc)
+
+
+# ---------------------------------------------------------------------------------------------
 # The listener
 
 class ClaimListener:
-    """One claim: `bind()` (as root: reads the key), drop privileges, `serve()` until done.
+    """One claim: `bind()` (loads the certificate and key), drop privileges, `serve()` until
+    done. Without a `code` the listener makes its own, carrying its expiry (codes.new_code), at
+    bind() and again at arm(); read it from `code`.
 
     `before_handout(peer_ip)`, when given, is called once a right code arrives and before the
     payload leaves (outside the lock; other requests are answered meanwhile): True hands the
     payload out, False (or an exception) keeps the code valid and answers 503 not_recorded. It
     must return within bounded time: expiry and stop wait for it."""
 
-    def __init__(self, payload: bytes, code: str, certfile: str, keyfile: str, *,
-                 host: str = "0.0.0.0", port: int = 8116, ttl: float = 600.0,
+    def __init__(self, payload: bytes, code: Optional[str], certfile: str, keyfile: str, *,
+                 host: str = "0.0.0.0", port: int = CLAIM_PORT, ttl: float = 600.0,
                  max_attempts: int = 5, allow: Iterable[Union[Network, str]] = (),
                  rate: float = 5.0, burst: int = 10, log: Optional[logging.Logger] = None,
                  clock: Callable[[], float] = time.monotonic, grace: float = 2.0,
@@ -192,7 +241,8 @@ class ClaimListener:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._payload: Optional[bytes] = bytes(payload)
-        self._code = normalize_code(code)
+        self._own_code = code is None
+        self._code = "" if code is None else normalize_code(code)
         self._certfile, self._keyfile = certfile, keyfile
         self._host, self._port = host, port
         self._ttl, self._max_attempts, self._grace = ttl, max_attempts, grace
@@ -230,6 +280,11 @@ class ClaimListener:
         return self._state
 
     @property
+    def code(self) -> str:
+        """The claim code (known after bind() when the listener makes it)."""
+        return self._code
+
+    @property
     def attempts(self) -> int:
         """Wrong codes so far (for a progress line; the Outcome carries the final count)."""
         return self._attempts
@@ -252,8 +307,7 @@ class ClaimListener:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._ctx, self._sock = ctx, sock
-        self._deadline = self._clock() + self._ttl
-        self.expires_at = time.time() + self._ttl
+        self._start_ttl()
         host, port = sock.getsockname()[:2]
         self._log.info("claim listener on %s port %d, expires in %.0f s", host, port, self._ttl)
         return host, port
@@ -261,8 +315,13 @@ class ClaimListener:
     def arm(self, payload: bytes) -> None:
         """Give a listener bound before the secret existed its payload; the TTL starts again."""
         self._payload = bytes(payload)
+        self._start_ttl()
+
+    def _start_ttl(self) -> None:
         self._deadline = self._clock() + self._ttl
         self.expires_at = time.time() + self._ttl
+        if self._own_code:  # the code names the minute it expires in, so it changes with it
+            self._code = new_code(self.expires_at)
 
     def stop(self) -> None:
         """End serve() soon; safe from another thread and from a signal handler (no locks)."""
@@ -382,7 +441,7 @@ class ClaimListener:
     def _admit(self, ip: str, key: str) -> Optional[str]:
         """Take a connection slot for `ip`, or say why not; the checks cost no TLS work."""
         if not self._allowed(ip):
-            return "source_not_allowed"
+            return R.NOT_ALLOWED
         with self._lock:
             if self._open.get(key, 0) >= self._max_per_source:
                 return "too_many_connections"
@@ -467,16 +526,16 @@ class ClaimListener:
         with self._lock:
             ok = self._limiter.allow(_bucket_key(ip))
         if not ok:
-            return _error(429, "rate_limited", "too many requests from this address; "
+            return _error(429, R.RATE_LIMITED, "too many requests from this address; "
                           "wait a few seconds and retry")
         return None
 
     @staticmethod
     def _route(method: str, path: str) -> Optional[_Reply]:
         if path.split("?", 1)[0] != ROUTE:
-            return _error(404, "not_found", f"the only route is POST {ROUTE}")
+            return _error(404, R.NOT_FOUND, f"the only route is POST {ROUTE}")
         if method != "POST":
-            return _error(405, "method_not_allowed", f"use POST {ROUTE}")
+            return _error(405, R.METHOD_NOT_ALLOWED, f"use POST {ROUTE}")
         return None
 
     def _claim(self, ip: str, body: bytes) -> _Reply:
@@ -499,7 +558,7 @@ class ClaimListener:
         except (ValueError, KeyError):
             given = None
         if not isinstance(given, str):
-            return _error(400, "bad_request", 'the body must be JSON: {"code": "XXXX-XXXX-XXXX"}')
+            return _error(400, R.BAD_REQUEST, 'the body must be JSON: {"code": "XXXX-XXXX-XXXX"}')
         try:
             given = normalize_code(given)
         except ValueError:
@@ -517,7 +576,7 @@ class ClaimListener:
         if not right:
             return self._wrong(ip)
         if self._state == "claiming":
-            return _error(409, "claim_in_progress", "someone is redeeming this code right now")
+            return _error(409, R.IN_PROGRESS, "someone is redeeming this code right now")
         if self._before_handout is None:
             return self._hand_out(ip)
         self._state = "claiming"
@@ -531,12 +590,12 @@ class ClaimListener:
         if self._state == "open" and self._stop_requested:
             self._state = "stopped"
         if self._state == "burned":
-            return _error(410, "burned", "too many wrong codes: this claim is burned and the "
+            return _error(410, R.BURNED, "too many wrong codes: this claim is burned and the "
                           "token revoked")
         if self._state == "expired":
-            return _error(410, "expired", "the claim code expired")
+            return _error(410, R.EXPIRED, "the claim code expired")
         if self._state == "stopped":
-            return _error(410, "cancelled", "the claim was cancelled on the node")
+            return _error(410, R.CANCELLED, "the claim was cancelled on the node")
         return None
 
     def _record(self, ip: str) -> bool:
@@ -558,14 +617,14 @@ class ClaimListener:
         closed = self._settle()
         if closed is not None:
             return closed
-        return _error(503, "not_recorded", "the node could not record the hand-out; retry in "
+        return _error(503, R.NOT_RECORDED, "the node could not record the hand-out; retry in "
                       "a few seconds")
 
     def _after_claim(self, right: bool) -> _Reply:
         if not right:  # only the code's holder learns who took it
-            return _error(403, "wrong_code", "wrong claim code", "wrong_code (already claimed)")
+            return _error(403, R.WRONG_CODE, "wrong claim code", "wrong_code (already claimed)")
         when = time.strftime("%H:%M:%S", time.gmtime(self._at))
-        return _error(409, "already_claimed", f"already claimed at {when} UTC by {self._peer}",
+        return _error(409, R.ALREADY_CLAIMED, f"already claimed at {when} UTC by {self._peer}",
                       claimed_at=_iso(self._at), claimed_by=self._peer)
 
     def _hand_out(self, ip: str) -> _Reply:
@@ -579,14 +638,14 @@ class ClaimListener:
         self._attempts += 1
         left = self._max_attempts - self._attempts
         if left > 0:
-            return _error(403, "wrong_code", f"wrong claim code; {left} attempt(s) left before "
+            return _error(403, R.WRONG_CODE, f"wrong claim code; {left} attempt(s) left before "
                           "the claim is burned", f"wrong_code ({left} attempts left)",
                           attempts_left=left)
         if self._state == "claiming":  # burned unless the hand-out in flight is recorded
             self._burner = (ip, time.time())
         else:
             self._burn(ip, time.time())
-        return _error(410, "burned", f"{self._attempts} wrong codes: this claim is burned and "
+        return _error(410, R.BURNED, f"{self._attempts} wrong codes: this claim is burned and "
                       "the token revoked", f"wrong_code (burned after {self._attempts})")
 
     def _burn(self, ip: Optional[str], at: Optional[float]) -> None:
@@ -633,31 +692,31 @@ class _Reader:
         try:
             self._more(self.deadline)
         except socket.timeout:  # a slow request is refused out loud (fail2ban sees it)
-            raise _HttpError(408, "request_timeout", "the request did not arrive in time") \
+            raise _HttpError(408, R.REQUEST_TIMEOUT, "the request did not arrive in time") \
                 from None
 
     def head(self) -> Tuple[str, str]:
         while b"\r\n\r\n" not in self.buf[:MAX_HEAD + 4]:
             if len(self.buf) > MAX_HEAD:
-                raise _HttpError(431, "headers_too_large", f"request head over {MAX_HEAD} bytes")
+                raise _HttpError(431, R.HEADERS_TOO_LARGE, f"request head over {MAX_HEAD} bytes")
             self._next()
         raw, _, self.buf = self.buf.partition(b"\r\n\r\n")
         self.head_read = True
         first, *lines = raw.decode("latin-1").split("\r\n")
         parts = first.split(" ")
         if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
-            raise _HttpError(400, "bad_request", "not an HTTP/1.1 request line")
+            raise _HttpError(400, R.BAD_REQUEST, "not an HTTP/1.1 request line")
         self.headers = _headers(lines)
         return parts[0], parts[1]
 
     def body(self) -> bytes:
         if "transfer-encoding" in self.headers:
-            raise _HttpError(400, "bad_request", "send the body with Content-Length, not chunked")
+            raise _HttpError(400, R.BAD_REQUEST, "send the body with Content-Length, not chunked")
         size = self._declared()
         if size is None:
-            raise _HttpError(411, "length_required", "a Content-Length header is required")
+            raise _HttpError(411, R.LENGTH_REQUIRED, "a Content-Length header is required")
         if size > MAX_BODY:
-            raise _HttpError(413, "body_too_large", f"the body is limited to {MAX_BODY} bytes")
+            raise _HttpError(413, R.BODY_TOO_LARGE, f"the body is limited to {MAX_BODY} bytes")
         while len(self.buf) < size:
             self._next()
         self.body_read = True
@@ -669,7 +728,7 @@ class _Reader:
             return None
         # ASCII digits only: str.isdigit() also takes "²" (int() refuses it) and "٣" (int() takes)
         if not (size.isascii() and size.isdigit()):
-            raise _HttpError(400, "bad_request", "Content-Length is not a number")
+            raise _HttpError(400, R.BAD_REQUEST, "Content-Length is not a number")
         return int(size) if len(size) <= 18 else MAX_BODY + 1  # int() refuses 4301+ digits
 
     def discard_unread(self, limit: int = DRAIN_LIMIT, seconds: float = DRAIN_SECONDS) -> None:
@@ -694,9 +753,9 @@ def _headers(lines: List[str]) -> Dict[str, str]:
     for line in lines:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():
-            raise _HttpError(400, "bad_request", "malformed header line")
+            raise _HttpError(400, R.BAD_REQUEST, "malformed header line")
         key = name.lower()
         if key in out and key == "content-length" and out[key] != value.strip():
-            raise _HttpError(400, "bad_request", "conflicting Content-Length headers")
+            raise _HttpError(400, R.BAD_REQUEST, "conflicting Content-Length headers")
         out[key] = value.strip()
     return out

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import yaml
 
 from pvemond import names
+from pvemond.contract import CLAIM_PORT
 from pvemond.pve import node
 
 DEFAULT_PATH = "/etc/pvemond/pvemond.yaml"
@@ -81,7 +82,7 @@ class DaemonConfig:
 @dataclass(frozen=True)
 class ClaimConfig:
     listen: str = "0.0.0.0"
-    port: int = 8116
+    port: int = CLAIM_PORT
     ttl: int = 600
     max_attempts: int = 5
     allow: Tuple[str, ...] = ()
@@ -176,7 +177,7 @@ def _claim_port(value: int) -> Optional[str]:
     if not 1 <= value <= 65535:
         return "must be 1-65535"
     if value in RESERVED_PORTS or any(lo <= value <= hi for lo, hi in RESERVED_RANGES):
-        return f"{value} is used by Proxmox VE or PBS on a node; pick another (default 8116)"
+        return f"{value} is used by Proxmox VE or PBS on a node; pick another (default {CLAIM_PORT})"
     return None
 
 

@@ -293,12 +293,19 @@ def claim_port(i: Inputs) -> Check:
                      "pvemond-bootstrap cannot open its claim listener",
                      f"free it (ss -ltnp 'sport = :{c.port}') or set claim.port in {i.cfg.source}")
     name = i.cluster.nodename if i.cluster else ""
-    if node.firewall_enabled(i.cfg.node.pve_dir, name) and \
-            not node.firewall_lets_in(i.cfg.node.pve_dir, name, c.port):
-        return Check("claim_port", WARN, f"the Proxmox firewall drops port {c.port}",
+    return claim_firewall(i.cfg.node.pve_dir, name, c.port, c.allow) or \
+        Check("claim_port", PASS, f"port {c.port} is free for the claim listener")
+
+
+def claim_firewall(pve_dir: str, nodename: str, port: int, allow) -> Optional[Check]:
+    """The warning when the Proxmox firewall drops the claim port (doctor, and each bootstrap
+    for the port and --allow it really uses), else None."""
+    if node.firewall_enabled(pve_dir, nodename) and \
+            not node.firewall_lets_in(pve_dir, nodename, port):
+        return Check("claim_port", WARN, f"the Proxmox firewall drops port {port}",
                      "pvemond-claim times out on the monitoring host",
-                     node.firewall_rule(name, c.port, c.allow, "pvemond claim"))
-    return Check("claim_port", PASS, f"port {c.port} is free for the claim listener")
+                     node.firewall_rule(nodename, port, allow, "pvemond claim"))
+    return None
 
 
 def _bind_problem(host: str, port: int) -> Optional[str]:

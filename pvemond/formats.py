@@ -2,21 +2,25 @@
 
 Stdlib only: `pvemond-claim` imports this on any monitoring host (Python >= 3.9), so YAML and
 TOML are emitted by hand, every value quoted for the consumer's own parser. The formats follow
-shared/reference/consumers.md.
+shared/reference/consumers.md. The payload is contract.Payload; pve.yml merging is pveyml.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
-from typing import Callable, NamedTuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
-FORMATS: tuple[str, ...] = (
+from pvemond import pveyml
+from pvemond.contract import (PAYLOAD_VERSION, PVE_PORT, SYSTEM_TRUST_VERSION, Node, Payload,
+                              PayloadError, check_text, system_trust)
+
+__all__ = ["FORMATS", "WRITERS", "HEADER", "FormatError", "OutputFile", "Token", "Node",
+           "PAYLOAD_VERSION", "SYSTEM_TRUST_VERSION", "PVE_PORT", "system_trust", "module_name",
+           "render", "render_files", "companions"]
+
+FORMATS: Tuple[str, ...] = (
     "pve-exporter", "env", "telegraf", "zabbix", "proxmoxer", "json", "curl")
-PAYLOAD_VERSION = 1  # the node's certificate is the cluster CA's: ca_pem holds that CA
-# Version 2 adds "trust": "system" and ca_pem null: pveproxy serves a custom (e.g. ACME)
-# certificate, which the consumer's own trust store verifies. A node writes 1 whenever it can.
-SYSTEM_TRUST_VERSION = 2
-PVE_PORT = 8006  # pveproxy's port is fixed
 # Who writes the file: the claim client on the monitoring host, or pvemond-bootstrap --format -o
 # on the node. "# written by W" heads every rendering; a re-run finds its own pve.yml comment by it.
 WRITERS = ("pvemond-claim", "pvemond-bootstrap")
@@ -28,21 +32,16 @@ class FormatError(ValueError):
     """The payload, the format or an existing output file cannot be rendered; says how to fix it."""
 
 
+class OutputFile(NamedTuple):
+    """One file of a rendering. `path` None is the output the user named (-o FILE, or stdout);
+    any other file (curl's token header) goes where `path` says, beside it."""
+    path: Optional[str]
+    text: str
+    mode: int  # for a new file; an existing one keeps its own (hostfiles.write_kept)
+
+
 # ---------------------------------------------------------------------------------------------
-# The payload, checked once
-
-# C0/C1 controls and YAML's extra line breaks: none belongs in a name, an address or a secret, and
-# refusing them keeps every comment line and HTTP header single-line.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-# NamedTuples, not dataclasses: importing dataclasses (and inspect with it) would cost
-# pvemond-claim a tenth of its start-up.
-class Node(NamedTuple):
-    name: str
-    address: str
-    url: str
-
+# The payload (contract.Payload checks it), as the renderers see it
 
 class Token(NamedTuple):
     user: str
@@ -50,10 +49,10 @@ class Token(NamedTuple):
     token_id: str
     secret: str
     token_string: str
-    cluster: str | None
+    cluster: Optional[str]
     node: str
-    nodes: tuple[Node, ...]
-    ca_path: str | None  # None: verify with the system's trust store (system_trust)
+    nodes: Tuple[Node, ...]
+    ca_path: Optional[str]  # None: verify with the system's trust store (system_trust)
     writer: str = WRITERS[0]
 
     @property
@@ -75,64 +74,14 @@ class Token(NamedTuple):
         return f"cluster {self.cluster}" if self.cluster else f"standalone node {self.node}"
 
 
-def _text(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        # the type only: the value may be a secret, and error messages end up in logs
-        got = "an empty string" if value == "" else type(value).__name__
-        raise FormatError(f"payload field {field!r} must be a non-empty string, got {got}")
-    if _CONTROL.search(value):
-        raise FormatError(f"payload field {field!r} contains a control character or line break")
-    return value
-
-
-def _nodes(raw: object) -> tuple[Node, ...]:
-    if not isinstance(raw, list) or not raw:
-        raise FormatError("payload field 'nodes' must be a non-empty list of nodes")
-    out = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise FormatError(f"payload field 'nodes[{i}]' must be an object")
-        out.append(Node(*(_text(item.get(k), f"nodes[{i}].{k}")
-                          for k in ("name", "address", "url"))))
-    return tuple(out)
-
-
-def _check_version(payload: dict) -> None:
-    version = payload.get("version")
-    if version not in (PAYLOAD_VERSION, SYSTEM_TRUST_VERSION):
-        raise FormatError(f"payload version {version!r} is not supported (this pvemond-claim "
-                          f"reads versions {PAYLOAD_VERSION} and {SYSTEM_TRUST_VERSION}); install "
-                          "the pvemond-claim that matches the node's pvemond")
-
-
-def system_trust(payload: dict) -> bool:
-    """The node's certificate is verified by the consumer's trust store, not by a CA we ship."""
-    return payload.get("version") == SYSTEM_TRUST_VERSION and payload.get("trust") == "system"
-
-
-def _token(payload: object, ca_path: str | None, writer: str = WRITERS[0]) -> Token:
-    if not isinstance(payload, dict):
-        raise FormatError(f"payload must be a JSON object, got {type(payload).__name__}")
-    _check_version(payload)
-    tok = Token(
-        **{k: _text(payload.get(k), k) for k in ("user", "token_name", "token_id", "secret",
-                                                  "token_string", "node")},
-        cluster=None if payload.get("cluster") is None else _text(payload["cluster"], "cluster"),
-        nodes=_nodes(payload.get("nodes")),
-        ca_path=None if system_trust(payload) else _text(ca_path, "ca_path"),
-        writer=writer,
-    )
-    _check_consistent(tok)
-    return tok
-
-
-def _check_consistent(tok: Token) -> None:
-    # The three encodings (consumers.md) must agree, or some consumer gets a wrong credential.
-    if tok.token_id != f"{tok.user}!{tok.token_name}":
-        raise FormatError(f"payload token_id {tok.token_id!r} is not user!token_name "
-                          f"({tok.user}!{tok.token_name})")
-    if tok.token_string != f"{tok.token_id}={tok.secret}":
-        raise FormatError("payload token_string is not token_id=secret")
+def _token(payload: object, ca_path: Optional[str], writer: str = WRITERS[0]) -> Token:
+    try:
+        p = Payload.from_json(payload)
+        ca = None if p.system_trust else check_text(ca_path, "ca_path")
+    except PayloadError as exc:
+        raise FormatError(str(exc)) from None
+    return Token(p.user, p.token_name, p.token_id, p.secret or "", p.token_string, p.cluster,
+                 p.node, p.nodes, ca, writer)
 
 
 def module_name(payload: dict) -> str:
@@ -196,23 +145,24 @@ def url_host(address: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Renderers
 
-def _exporter_lines(tok: Token, module: str) -> list[str]:
+def _exporter_block(tok: Token, module: str) -> pveyml.Block:
     hosts = " ".join(n.address for n in tok.nodes)
-    return [
-        f"{tok.header} for {tok.where}; scrape: /pve?module={module}&target=HOST (HOST: {hosts})",
+    return pveyml.Block(
+        [f"{tok.header} for {tok.where}; scrape: /pve?module={module}&target=HOST (HOST: {hosts})"],
         f"{yaml_scalar(module)}:",
-        f"  user: {yaml_scalar(tok.user)}",
-        f"  token_name: {yaml_scalar(tok.token_name)}",
-        f"  token_value: {yaml_scalar(tok.secret)}",
-        f"  verify_ssl: {yaml_scalar(tok.ca_path) if tok.ca_path else 'true'}",
-    ]
+        [("user", yaml_scalar(tok.user)), ("token_name", yaml_scalar(tok.token_name)),
+         ("token_value", yaml_scalar(tok.secret)),
+         ("verify_ssl", yaml_scalar(tok.ca_path) if tok.ca_path else "true")])
 
 
-def render_pve_exporter(tok: Token, module: str, existing: str | None) -> str:
-    lines = _exporter_lines(tok, module)
+def render_pve_exporter(tok: Token, module: str, existing: Optional[str]) -> str:
+    block = _exporter_block(tok, module)
     if existing is None or not existing.strip():
-        return "".join(line + "\n" for line in lines)
-    return merge_module(existing, module, lines)
+        return "".join(line + "\n" for line in pveyml.render(block))
+    try:
+        return pveyml.merge(existing, module, block, _HEADERS)
+    except pveyml.MergeError as exc:
+        raise FormatError(str(exc)) from None
 
 
 def render_env(tok: Token) -> str:
@@ -262,37 +212,96 @@ def render_telegraf(tok: Token) -> str:
     return "\n".join(out) + "\n"
 
 
-def zabbix_macros(tok: Token) -> list[dict[str, str]]:
-    """The macros of the template "Proxmox VE by HTTP", in Zabbix's import (YAML) vocabulary."""
-    return [
-        {"macro": "{$PVE.URL.HOST}", "value": url_host(tok.primary.address), "type": "TEXT"},
-        {"macro": "{$PVE.URL.PORT}", "value": str(PVE_PORT), "type": "TEXT"},
-        {"macro": "{$PVE.TOKEN.ID}", "value": tok.token_id, "type": "TEXT"},
-        {"macro": "{$PVE.TOKEN.SECRET}", "value": tok.secret, "type": "SECRET_TEXT"},
-    ]
 
+# ---------------------------------------------------------------------------------------------
+# zabbix: a host for the Zabbix 6.0/7.0 frontend's import (Data collection > Hosts > Import)
 
+ZABBIX_TEMPLATE = "Proxmox VE by HTTP"
+ZABBIX_GROUP = "Hypervisors"  # a host group every Zabbix install has
+ZABBIX_EXPORT_VERSION = "6.0"  # 7.0 imports 6.0 documents (and converts them)
 _ZABBIX_TRUST = "/usr/local/share/ca-certificates"  # Debian's update-ca-certificates
 
 
-def _zabbix_comments(tok: Token) -> list[str]:
+def zabbix_macros(tok: Token) -> List[Dict[str, str]]:
+    """The host macros the template "Proxmox VE by HTTP" reads, typed as the import expects."""
+    return [
+        {"macro": "{$PVE.TOKEN.ID}", "type": "TEXT", "value": tok.token_id},
+        {"macro": "{$PVE.TOKEN.SECRET}", "type": "SECRET_TEXT", "value": tok.secret},
+        {"macro": "{$PVE.URL.HOST}", "type": "TEXT", "value": url_host(tok.primary.address)},
+        {"macro": "{$PVE.URL.PORT}", "type": "TEXT", "value": str(PVE_PORT)},
+    ]
+
+
+def _zabbix_uuid(name: str) -> str:
+    """A fixed version-4-shaped UUID per name: a re-import finds the same group."""
+    import hashlib  # here: only this format needs it
+    h = hashlib.sha256(f"pvemond:{name}".encode()).hexdigest()
+    return h[:12] + "4" + h[13:16] + "8" + h[17:32]
+
+
+def _zabbix_interface(address: str) -> Dict[str, str]:
+    # The 6.0 template addresses the node as {HOST.CONN}, the host's main interface; later
+    # ones use {$PVE.URL.HOST}. The interface serves the first, the macro the second.
+    import ipaddress  # here: only this format needs it
+    try:
+        ipaddress.ip_address(address)
+        return {"useip": "YES", "ip": address, "interface_ref": "if1"}
+    except ValueError:
+        return {"useip": "NO", "dns": address, "interface_ref": "if1"}
+
+
+def zabbix_document(tok: Token) -> dict:
+    """The `zabbix_export` document: one host in "Hypervisors" linked to the template."""
+    return {"zabbix_export": {
+        "version": ZABBIX_EXPORT_VERSION,
+        "groups": [{"uuid": _zabbix_uuid(ZABBIX_GROUP), "name": ZABBIX_GROUP}],
+        "hosts": [{
+            "host": f"pve-{module_name_of(tok)}",
+            "name": f"Proxmox VE {tok.where}",
+            "templates": [{"name": ZABBIX_TEMPLATE}],
+            "groups": [{"name": ZABBIX_GROUP}],
+            "interfaces": [_zabbix_interface(tok.primary.address)],
+            "macros": zabbix_macros(tok),
+            "description": f"{tok.header[2:]} with token {tok.token_id}",
+            "inventory_mode": "DISABLED",
+        }],
+    }}
+
+
+def yaml_block(value: object, indent: int = 0) -> List[str]:
+    """Block-style YAML for nested dicts and lists of dicts with string leaves."""
+    pad = " " * indent
+    out: List[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)):
+                out += [f"{pad}{key}:", *yaml_block(item, indent + 2)]
+            else:
+                out.append(f"{pad}{key}: {yaml_scalar(str(item))}")
+        return out
+    for item in value:  # type: ignore[attr-defined]
+        lines = yaml_block(item, indent + 2)
+        out += [f"{pad}- {lines[0][indent + 2:]}", *lines[1:]]
+    return out
+
+
+def _zabbix_comments(tok: Token) -> List[str]:
     others = ", ".join(n.address for n in tok.nodes[1:])
     out = [
-        f"{tok.header} for {tok.where}: macros of the template \"Proxmox VE by HTTP\"",
-        "# Set them in the Macros tab of the host that links the template, or pass the list",
-        "# to the API host.update or a host import (API types: TEXT=0, SECRET_TEXT=1).",
+        f"{tok.header} for {tok.where}: a host for the Zabbix template \"{ZABBIX_TEMPLATE}\"",
+        "# Import it in the Zabbix 6.0/7.0 frontend (Data collection > Hosts > Import) once the",
+        "# template is there; {$PVE.TOKEN.SECRET} is a secret macro, shown by no page or export.",
     ]
     if others:
         out.append(f"# Other nodes, if {{$PVE.URL.HOST}} goes down: {others}")
+    out += ["# TLS: the template has no verification macro; in its HTTP agent items set",
+            "# \"SSL verify peer\" and \"SSL verify host\" on (verify_peer/verify_host: 'YES')"]
     if not tok.ca_path:
-        return out + ["# The node's certificate is publicly trusted: keep \"SSL verify peer\" and",
-                      "# \"SSL verify host\" on in the template's HTTP items; no CA to install."]
+        return out + ["# The node's certificate is publicly trusted: no CA to install."]
     return out + [
-        "# Zabbix has no CA macro. To keep TLS verified, trust the cluster CA on the Zabbix",
-        "# server/proxy that polls the node, e.g. on Debian:",
+        "# and trust the cluster CA on the Zabbix server/proxy that polls the node, on Debian:",
         f"#   cp {sh_quote(tok.ca_path)} {_ZABBIX_TRUST}/pve-{module_name_of(tok)}.crt",
         "#   update-ca-certificates   (or point SSLCALocation in zabbix_server.conf at the CA)",
-        "# and turn on \"SSL verify peer\" / \"SSL verify host\" on the template's HTTP items.",
     ]
 
 
@@ -301,12 +310,7 @@ def module_name_of(tok: Token) -> str:
 
 
 def render_zabbix(tok: Token) -> str:
-    out = _zabbix_comments(tok) + ["macros:"]
-    for m in zabbix_macros(tok):
-        out += [f"  - macro: {yaml_scalar(m['macro'])}",
-                f"    value: {yaml_scalar(m['value'])}",
-                f"    type: {m['type']}"]
-    return "\n".join(out) + "\n"
+    return "\n".join(_zabbix_comments(tok) + yaml_block(zabbix_document(tok))) + "\n"
 
 
 def render_proxmoxer(tok: Token) -> str:
@@ -338,232 +342,91 @@ def render_json(payload: dict, tok: Token) -> str:
     return json.dumps({**payload, "ca_path": tok.ca_path}, indent=2, sort_keys=True) + "\n"
 
 
-def render_curl(tok: Token) -> str:
-    header = sh_quote(f"Authorization: PVEAPIToken={tok.token_string}")
-    cacert = f"--cacert {sh_quote(tok.ca_path)} " if tok.ca_path else ""
-    out = [f"{tok.header} for {tok.where}: the token against each node, TLS verified"]
-    out += [f"curl {cacert}-H {header} "
-            f"{sh_quote(node.url.rstrip('/') + '/version')}" for node in tok.nodes]
+
+# ---------------------------------------------------------------------------------------------
+# curl: a script that checks the token on every node; the token itself is in a 0600 file
+
+# `-H @FILE` (curl >= 7.55; Debian 12 has 7.88, Debian 13 8.14) reads header lines from a
+# file, so the token is on no command line; unlike a `-K` config file it takes nothing but
+# headers and needs no quoting of its own.
+CURL_HEADER_SUFFIX = "-token.header"
+
+
+def curl_header_path(payload: dict, directory: str) -> str:
+    """Where the curl script's token header lives: beside the script, named after the module."""
+    return os.path.join(os.path.abspath(directory), f"pve-{module_name(payload)}{CURL_HEADER_SUFFIX}")
+
+
+def render_curl_header(tok: Token) -> str:
+    return f"Authorization: PVEAPIToken={tok.token_string}\n"
+
+
+def render_curl(tok: Token, header_path: str) -> str:
+    cacert = ' --cacert "$cacert"' if tok.ca_path else ""
+    out = [
+        "#!/bin/sh",
+        f"{tok.header} for {tok.where}: GET /version on each node with the token, TLS verified.",
+        "# The token is read from the header file (curl -H @FILE), never put on a command line.",
+        "# Prints OK or FAILED with the HTTP status per node; exits 1 if any node failed.",
+        "set -eu",
+        f"header={sh_quote(header_path)}",
+        *([f"cacert={sh_quote(tok.ca_path)}"] if tok.ca_path else []),
+        '[ -r "$header" ] || { echo "cannot read $header (the token header this script sends);'
+        ' run as its owner, or claim the token again" >&2; exit 2; }',
+        "failed=0",
+        "check() {",
+        f"    if status=$(curl -fsS{cacert} -H \"@$header\" -o /dev/null -w '%{{http_code}}' \"$2\"); then",
+        '        echo "OK      $1 HTTP $status $2"',
+        "    else",
+        '        echo "FAILED  $1 HTTP $status $2"',
+        "        failed=1",
+        "    fi",
+        "}",
+        *(f"check {sh_quote(n.name)} {sh_quote(n.url.rstrip('/') + '/version')}" for n in tok.nodes),
+        'exit "$failed"',
+    ]
     return "\n".join(out) + "\n"
 
 
-_RENDERERS: dict[str, Callable[[dict, Token, str | None], str]] = {
+# ---------------------------------------------------------------------------------------------
+# The entry points
+
+def companions(fmt: str, payload: dict, directory: str) -> List[str]:
+    """The paths of the files `fmt` writes besides the output the user named."""
+    return [curl_header_path(payload, directory)] if fmt == "curl" else []
+
+
+def render_files(fmt: str, payload: dict, *, ca_path: Optional[str],
+                 existing: Optional[str] = None, writer: str = WRITERS[0],
+                 directory: Optional[str] = None) -> List[OutputFile]:
+    """Every file of `fmt`, in the order to write them: companions first (curl's token header,
+    in `directory`: the output's directory, or the current one), the named output last.
+    `existing` (the output file's current text) matters to pve-exporter only, which merges its
+    module into it. `writer` names the program in the header comment."""
+    if fmt not in FORMATS:
+        raise FormatError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    if writer not in WRITERS:
+        raise FormatError(f"unknown writer {writer!r}; one of {', '.join(WRITERS)}")
+    tok = _token(payload, ca_path, writer)
+    if fmt == "curl":
+        header = curl_header_path(payload, directory or os.getcwd())
+        return [OutputFile(header, render_curl_header(tok), 0o600),
+                OutputFile(None, render_curl(tok, header), 0o700)]
+    return [OutputFile(None, _RENDERERS[fmt](payload, tok, existing), 0o600)]
+
+
+_RENDERERS: Dict[str, Callable[[dict, Token, Optional[str]], str]] = {
     "pve-exporter": lambda p, t, e: render_pve_exporter(t, module_name(p), e),
     "env": lambda p, t, e: render_env(t),
     "telegraf": lambda p, t, e: render_telegraf(t),
     "zabbix": lambda p, t, e: render_zabbix(t),
     "proxmoxer": lambda p, t, e: render_proxmoxer(t),
     "json": lambda p, t, e: render_json(p, t),
-    "curl": lambda p, t, e: render_curl(t),
 }
 
 
-def render(fmt: str, payload: dict, *, ca_path: str | None, existing: str | None = None,
-           writer: str = WRITERS[0]) -> str:
-    """The text for `fmt`. `existing` (the output file's current text) matters to pve-exporter
-    only, which merges its module into it. `writer` names the program in the header comment."""
-    if fmt not in _RENDERERS:
-        raise FormatError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    if writer not in WRITERS:
-        raise FormatError(f"unknown writer {writer!r}; one of {', '.join(WRITERS)}")
-    return _RENDERERS[fmt](payload, _token(payload, ca_path, writer), existing)
-
-
-# ---------------------------------------------------------------------------------------------
-# pve.yml merge: text level, so every other module stays byte-for-byte what the user wrote
-
-_DOC_START = re.compile(r"---(?:[ \t]+(?:#.*)?)?")
-_ANCHOR = re.compile(r"(?:^|[\s\[{,])&([^\s,\[\]{}]+)")
-_FIX = "fix pve.yml by hand, or write to a new file with -o"
-
-
-def _fail(lineno: int, problem: str) -> FormatError:
-    return FormatError(f"existing pve.yml, line {lineno}: {problem}; {_FIX}")
-
-
-class _Layout(NamedTuple):
-    indent: int                     # column of the top-level keys (normally 0)
-    keys: list[tuple[int, str]]     # (line index, decoded key) of each top-level key
-
-
-def merge_module(existing: str, module: str, block: list[str]) -> str:
-    """`existing` with module `module` replaced by (or appended as) `block`, rest untouched."""
-    bom = "\ufeff" if existing.startswith("\ufeff") else ""
-    text = existing[len(bom):]
-    _check_line_breaks(text)
-    nl = "\r\n" if "\r\n" in text else "\n"
-    lines = _split_lines(text)
-    layout = _scan(lines)
-    ours = [i for i, key in layout.keys if key == module]
-    if len(ours) > 1:
-        raise _fail(ours[1] + 1, f"module {module!r} is defined twice (also line {ours[0] + 1}); "
-                    "delete one")
-    new = "".join(" " * layout.indent + line + nl for line in block)
-    if not ours:
-        return bom + _append(text, new, nl)
-    start, end = _module_span(lines, layout, ours[0])
-    _check_anchors(lines, start, end)
-    return bom + "".join(lines[:start]) + new + "".join(lines[end:])
-
-
-def _check_line_breaks(text: str) -> None:
-    # YAML also breaks lines at a lone CR, NEL, LS and PS; the scan below only knows LF and CRLF.
-    m = re.search("\r(?!\n)|[\x85\u2028\u2029]", text)
-    if m:
-        raise _fail(text.count("\n", 0, m.start()) + 1,
-                    "line break other than LF or CRLF (lone CR, NEL, LS or PS)")
-
-
-def _split_lines(text: str) -> list[str]:
-    """Lines with their endings; "".join() gives `text` back exactly."""
-    return re.findall(r"[^\n]*\n|[^\n]+$", text)
-
-
-def _append(text: str, new: str, nl: str) -> str:
-    if not text.endswith("\n"):
-        text += nl
-    if text.strip() and not text.endswith(nl + nl):
-        text += nl  # a blank line between the last module and ours
-    return text + new
-
-
-def _scan(lines: list[str]) -> _Layout:
-    """Find the top-level keys, refusing what a line scan cannot map safely."""
-    indent: int | None = None
-    keys: list[tuple[int, str]] = []
-    for i, raw in enumerate(lines):
-        line = raw.rstrip("\r\n")
-        body = line.lstrip(" ")
-        if not body.strip(" \t") or body.startswith("#"):
-            continue  # blank or comment: belongs to no module's data
-        if body.startswith("\t"):
-            raise _fail(i + 1, "tab in the indentation (YAML allows spaces only); "
-                        "replace the tabs with spaces")
-        if _is_doc_marker(line, indent, i):
-            continue
-        col = len(line) - len(body)
-        indent = col if indent is None else indent
-        if col < indent:
-            raise _fail(i + 1, f"indented less than the first module (column {indent + 1})")
-        if col == indent:
-            keys.append((i, _top_key(body, i + 1)))
-    return _Layout(indent or 0, keys)
-
-
-def _is_doc_marker(line: str, indent: int | None, i: int) -> bool:
-    """A leading `%YAML`/`---` is fine; a second document or `...` is not."""
-    if indent is None and (line.startswith("%") or _DOC_START.fullmatch(line)):
-        return True
-    if re.match(r"(---|\.\.\.)(\s|$)", line):
-        raise _fail(i + 1, "a second YAML document or a document end marker ('---' or '...'); "
-                    "pve.yml must be one mapping of modules")
-    return False
-
-
-def _top_key(body: str, lineno: int) -> str:
-    """The decoded key of a top-level `key: ...` line."""
-    if re.match(r"[-?](\s|$)", body):
-        what = "a list item ('- ')" if body[0] == "-" else "a complex key ('? ')"
-        raise _fail(lineno, f"{what} at the top level; pve.yml must map module names to settings")
-    if body[0] in "[{":
-        raise _fail(lineno, "a flow collection ('[' or '{') at the top level; write the modules "
-                    "in block style, one 'name:' line each")
-    if body[0] in "\"'":
-        key, rest = _quoted(body, lineno)
-    elif body[0] in "&*!|>%@`":
-        raise _fail(lineno, f"unsupported syntax {body[0]!r} at the top level; "
-                    "expected a 'name:' line")
-    else:
-        key, rest = _plain(body, lineno)
-    if not re.match(r"\s*:(\s|$)", rest):
-        raise _fail(lineno, "expected a 'name:' line for a module")
-    return key
-
-
-def _plain(body: str, lineno: int) -> tuple[str, str]:
-    m = re.search(r":(?=\s|$)", body)
-    key = body[:m.start()].rstrip(" \t") if m else ""
-    if not m or not key or re.search(r"\s#", key):
-        raise _fail(lineno, "expected a 'name:' line for a module (is a value continued "
-                    "at the left margin?)")
-    return key, body[m.start():]
-
-
-_DQ_ESCAPES = {"0": "\0", "a": "\a", "b": "\b", "t": "\t", "\t": "\t", "n": "\n", "v": "\v",
-               "f": "\f", "r": "\r", "e": "\x1b", " ": " ", '"': '"', "/": "/", "\\": "\\",
-               "N": "\x85", "_": "\xa0", "L": "\u2028", "P": "\u2029"}
-_DQ_HEX = {"x": 2, "u": 4, "U": 8}
-
-
-def _quoted(body: str, lineno: int) -> tuple[str, str]:
-    """A quoted key on one line: (decoded key, text after the closing quote)."""
-    decode = _double_quoted if body[0] == '"' else _single_quoted
-    result = decode(body)
-    if result is None:
-        raise _fail(lineno, "a quoted key that does not close on its line")
-    return result
-
-
-def _double_quoted(body: str) -> tuple[str, str] | None:
-    out, i = [], 1
-    while i < len(body):
-        c = body[i]
-        if c == '"':
-            return "".join(out), body[i + 1:]
-        if c != "\\":
-            out.append(c)
-            i += 1
-            continue
-        esc = body[i + 1:i + 2]
-        if esc in _DQ_HEX:
-            digits = body[i + 2:i + 2 + _DQ_HEX[esc]]
-            if len(digits) != _DQ_HEX[esc] or not re.fullmatch(r"[0-9A-Fa-f]+", digits):
-                return None
-            out.append(chr(int(digits, 16)))
-            i += 2 + len(digits)
-        elif esc in _DQ_ESCAPES:
-            out.append(_DQ_ESCAPES[esc])
-            i += 2
-        else:
-            return None
-    return None
-
-
-def _single_quoted(body: str) -> tuple[str, str] | None:
-    m = re.match(r"'((?:[^']|'')*)'", body)
-    return (m.group(1).replace("''", "'"), body[m.end():]) if m else None
-
-
-def _module_span(lines: list[str], layout: _Layout, key_index: int) -> tuple[int, int]:
-    """[start, end) of our module: its own header comment, the key line and everything indented
-    under it; left-margin comments and blank lines after it belong to what follows."""
-    following = [i for i, _ in layout.keys if i > key_index]
-    end = following[0] if following else len(lines)
-    while end > key_index + 1 and not _inside(lines[end - 1], layout.indent):
-        end -= 1
-    start = key_index
-    while start > 0 and lines[start - 1].strip().startswith(_HEADERS):
-        start -= 1
-    return start, end
-
-
-def _inside(raw: str, indent: int) -> bool:
-    """A line that belongs to the module above it: data, or a comment indented under the key."""
-    line = raw.rstrip("\r\n")
-    body = line.lstrip(" ")
-    if not body.strip(" \t"):
-        return False
-    return not body.startswith("#") or len(line) - len(body) > indent
-
-
-def _check_anchors(lines: list[str], start: int, end: int) -> None:
-    # Another module may reuse ours through an anchor (`*name`, `<<: *name`); replacing ours
-    # would leave it dangling and the whole file unloadable.
-    anchors = {a for line in lines[start:end] for a in _ANCHOR.findall(line)}
-    for i, line in enumerate(lines):
-        if start <= i < end:
-            continue
-        for a in anchors:
-            if re.search(r"\*" + re.escape(a) + r"(?![^\s,\[\]{}])", line):
-                raise _fail(i + 1, f"uses the anchor &{a} of the module being replaced; "
-                            "move the shared settings into another module")
+def render(fmt: str, payload: dict, *, ca_path: Optional[str], existing: Optional[str] = None,
+           writer: str = WRITERS[0], directory: Optional[str] = None) -> str:
+    """The text of the output the user named (see render_files for a format's other files)."""
+    return render_files(fmt, payload, ca_path=ca_path, existing=existing, writer=writer,
+                        directory=directory)[-1].text

@@ -107,6 +107,7 @@ class Ledger:
         self.clock = clock
         self._thread_lock = threading.RLock()
         self._depth = 0
+        self._quiet: Optional[Tuple[int, int, int]] = None  # state.json's stat when nothing was open
         self._inflight: Set[str] = set()  # intents whose mint runs in this process right now
         self._retry_at: Dict[str, float] = {}  # failed sweeps back off
 
@@ -225,6 +226,8 @@ class Ledger:
     def sweep(self, revoke: Callable[[Handout], bool]) -> List[str]:
         """Revoke every token whose hand-out can no longer be delivered; each re-checked here,
         under the lock, so a delivery that just landed is never undone."""
+        if self._quiet == _stat_key(self.path):
+            return []  # nothing was open at the last look and nobody has written since
         done = []
         with self.lock():
             self._load(repair=True)
@@ -238,6 +241,7 @@ class Ledger:
                     self._retry_at[h.id] = time.monotonic() + RETRY_AFTER
                     audit.error("revoke token=%s failed: %s (retrying in %d s)", h.token_id, exc,
                                 RETRY_AFTER)
+            self._quiet = None if self.snapshot().handouts else _stat_key(self.path)
         return done
 
     # -- internals ---------------------------------------------------------------------------
@@ -309,6 +313,15 @@ class Ledger:
                       "token(s) and %d hand-out(s) that did", "; ".join(problems[:3]), aside,
                       len(tokens), len(handouts))
         return tokens, handouts, problems
+
+
+def _stat_key(path: Path) -> Tuple[int, int, int]:
+    """What tells an idle sweeper that state.json changed: every write is a rename (new inode)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return 0, 0, 0
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _busy(h: Handout, doing: str) -> ServiceError:

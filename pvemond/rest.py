@@ -104,7 +104,7 @@ def body(**fields: type) -> Dict[str, Any]:
     return data
 
 
-_TYPE_WORDS = {bool: "true or false", int: "a whole number", str: "a string"}
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", str: "a string", list: "a list"}
 
 
 def _raw_body() -> bytes:
@@ -149,18 +149,33 @@ def tokens():
 
 @v1.post("/tokens")
 def mint():
-    data = body(token=str, privsep=bool, handout_ttl=int, dry_run=bool, rotate=bool)
+    data = body(token=str, privsep=bool, handout_ttl=int, dry_run=bool, rotate=bool,
+                claim_port=int, claim_allow=list)
     token, privsep = _token_args(data)
+    port, allow = _claim_args(data)
     rotate = data.get("rotate", False)
     ttl = svc().handout_ttl(data.get("handout_ttl", 660))  # refused, not clamped, dry runs too
     if data.get("dry_run"):
         return jsonify(svc().plan_mint(token=token, privsep=privsep, rotate=rotate))
     # The caller's PID (unix socket): when it dies, its hand-out ends and the token is revoked.
     m = svc().mint(caller=g.caller, token=token, privsep=privsep, rotate=rotate,
-                   handout_ttl=ttl, owner=g.get("caller_pid"))
+                   handout_ttl=ttl, owner=g.get("caller_pid"), claim_port=port, claim_allow=allow)
     return jsonify({"token_id": m.token_id, "secret": m.secret.reveal(), "how": m.how,
                     "steps": m.steps, "handout": {"id": m.handout, "deadline": m.deadline},
-                    "payload": m.payload, "verified": m.verified}), 201
+                    "payload": m.payload, "verified": m.verified, "node": m.node}), 201
+
+
+def _claim_args(data: Dict[str, Any]) -> Tuple[Optional[int], Tuple[str, ...]]:
+    """The bootstrap's claim port and --allow, for the firewall warning in its mint answer."""
+    port, allow = data.get("claim_port"), data.get("claim_allow", [])
+    if not all(isinstance(a, str) for a in allow):
+        raise ServiceError("bad_request", "claim_allow must be a list of CIDRs")
+    allow = tuple(allow)
+    problems = [p for key, value in (("claim.port", port), ("claim.allow", allow))
+                if value is not None for p in [config_mod.RULES[key](value)] if p]
+    if problems:
+        raise ServiceError("bad_request", "; ".join(problems))
+    return port, allow
 
 
 @v1.delete("/tokens/<name>")

@@ -12,9 +12,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from pvemond import __version__, access, doctor, formats
+from pvemond import __version__, access, doctor
+from pvemond.contract import Node as PayloadNode, Payload
 from pvemond.config import Config
 from pvemond.errors import ServiceError, service_error
 from pvemond.handouts import Handout, Ledger, TOKEN_META, clock_text
@@ -49,6 +50,7 @@ class Minted:
     deadline: float
     payload: Dict[str, Any]
     verified: Dict[str, Any]  # {path, https}: what the verification proved
+    node: Dict[str, Any]  # bootstrap_facts: what the bootstrap tells the admin about this node
 
 
 class NodeService:
@@ -114,7 +116,8 @@ class NodeService:
                 "kept": exists and not rotate}
 
     def mint(self, *, caller: str, token: Optional[str] = None, privsep: Optional[bool] = None,
-             handout_ttl: int = 660, rotate: bool = False, owner: Optional[int] = None) -> Minted:
+             handout_ttl: int = 660, rotate: bool = False, owner: Optional[int] = None,
+             claim_port: Optional[int] = None, claim_allow: Sequence[str] = ()) -> Minted:
         """Converge, mint a secret, verify it, and open a hand-out that ends delivered or revoked:
         revoked when `owner` (the asking process) dies, or after `handout_ttl` seconds. An
         existing token gets a new secret only with `rotate`: its consumer loses the old one."""
@@ -128,7 +131,8 @@ class NodeService:
             holder = self._holder(d)
             if holder is not None and not rotate:
                 raise _kept(d, holder)
-            return self._mint(d, caller, owner, ttl, holder is not None, facts)
+            return self._mint(d, caller, owner, ttl, holder is not None, facts,
+                              (claim_port, tuple(claim_allow)))
 
     def finish_handout(self, handout_id: str, *, caller: str, delivered: bool,
                        to: str = "") -> Dict[str, Any]:
@@ -219,7 +223,7 @@ class NodeService:
         return {**dict.fromkeys(TOKEN_META), **(meta or {}), "managed": meta is not None}
 
     def _mint(self, d: access.Desired, caller: str, owner: Optional[int], ttl: int,
-              rotating: bool, facts: Facts) -> Minted:
+              rotating: bool, facts: Facts, claim: Tuple[Optional[int], Tuple[str, ...]]) -> Minted:
         """Apply the plan; the ledger records the intent right before pveum makes the secret,
         and closes it (revoking what was made) if anything after that fails."""
         intent: List[Handout] = []
@@ -233,6 +237,7 @@ class NodeService:
         try:
             applied = self._apply(self._plan(d, mint=True, facts=facts), caller, "mint", applier)
             privs = self._verify(d, applied.minted)
+            told = self.bootstrap_facts(facts, *claim)
             h = self.ledger.offer(intent[0], applied.how)
         except BaseException:
             if intent:
@@ -240,7 +245,20 @@ class NodeService:
             raise
         return Minted(d.token_id, applied.minted.secret, [s.describe() for s in applied.steps],
                       applied.how, h.id, h.deadline, self._payload(d, privs, facts),
-                      {"path": d.acl_path, "https": self.cfg.node.verify_https})
+                      {"path": d.acl_path, "https": self.cfg.node.verify_https}, told)
+
+    def bootstrap_facts(self, f: Facts, claim_port: Optional[int] = None,
+                        claim_allow: Sequence[str] = ()) -> Dict[str, Any]:
+        """What pvemond-bootstrap says about this node, so that it reads nothing of /etc/pve
+        itself: the node's name, the CA file a consumer config on this node points at (the
+        strict re-issue for a legacy CA; None: the system CAs) and, for the claim port the
+        bootstrap listens on, doctor's firewall warning."""
+        name = f.cluster.nodename if f.cluster else None
+        warn = claim_port and doctor.claim_firewall(self.cfg.node.pve_dir, name or "",
+                                                    claim_port, claim_allow)
+        return {"name": name, "ca_file": self._trust(),
+                "warnings": [f"{warn.what} ({warn.symptom}); allow the monitoring host with: "
+                             f"{warn.fix}"] if warn else []}
 
     def _give_up(self, h: Handout, applier: access.Applier) -> None:
         """A mint that failed after its intent: revoke what it made. A rotation whose pveum run
@@ -396,19 +414,16 @@ class NodeService:
 
     def _payload(self, d: access.Desired, privs: Dict[str, int], f: Facts) -> Dict[str, Any]:
         """What a consumer needs besides the secret: where to connect and how to trust it."""
-        n = self.cfg.node
-        ca = self._trust()
-        if ca is None:  # a custom certificate, which _verify_https checked that way
-            trust = {"version": formats.SYSTEM_TRUST_VERSION, "trust": "system", "ca_pem": None}
-        else:
-            pem = Path(ca).read_text(encoding="ascii")
-            trust = {"version": formats.PAYLOAD_VERSION, "ca_pem": pem[pem.index("-----BEGIN"):]}
-        return {**trust, "user": d.user, "token_name": d.token, "token_id": d.token_id,
-                "privsep": int(d.privsep), "cluster": f.cluster.name if f.cluster else None,
-                "node": f.cluster.nodename if f.cluster else None,
-                "nodes": served.endpoints(f.cluster, n.pve_dir),
-                "pve_version": f.version.version if f.version else None,
-                "fingerprint": served.local(n.pve_dir).fingerprint, "privileges": privs}
+        n, ca = self.cfg.node, self._trust()  # ca None: a custom certificate, the system's CAs
+        pem = None if ca is None else Path(ca).read_text(encoding="ascii")
+        return Payload(
+            user=d.user, token_name=d.token, privsep=int(d.privsep),
+            cluster=f.cluster.name if f.cluster else None,
+            node=f.cluster.nodename if f.cluster else None,
+            nodes=tuple(PayloadNode(**e) for e in served.endpoints(f.cluster, n.pve_dir)),
+            ca_pem=pem and pem[pem.index("-----BEGIN"):],
+            pve_version=f.version.version if f.version else None,
+            fingerprint=served.local(n.pve_dir).fingerprint, privileges=privs).to_json()
 
 
 def _kept(d: access.Desired, holder: Dict[str, Any]) -> ServiceError:

@@ -194,3 +194,70 @@ def peer_sans(tls: ssl.SSLSocket) -> List[Tuple[str, str]]:
     """The verified peer certificate's subjectAltName entries, e.g. ("DNS", "pve1.example.com")."""
     cert: Any = tls.getpeercert() or {}
     return [(k, v) for k, v in cert.get("subjectAltName", ())]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pinned connections (the claim: the node's key is checked before the code leaves this host)
+
+class HandshakeFailed(Exception):
+    """TCP connected but TLS did not complete; `cause` is the ssl or socket error (a reset
+    here is the claim listener refusing the source at accept)."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(f"TLS handshake failed: {type(cause).__name__}")
+        self.cause = cause
+
+
+class PinMismatch(Exception):
+    """The peer's key is not the pinned one: the caller has sent nothing."""
+
+    def __init__(self, expected: str, got: str, fingerprint: str):
+        super().__init__(f"expected {expected}, got {got}")
+        self.expected, self.got, self.fingerprint = expected, got, fingerprint
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def open_unverified(host: str, port: int, timeout: float) -> ssl.SSLSocket:
+    """TLS 1.2+ without CA verification, for a caller that checks the pin before it sends
+    anything. Connecting raises what socket.create_connection raises (refused, timeout,
+    unresolvable: the caller names each); the handshake raises HandshakeFailed."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    raw = socket.create_connection((host, port), timeout=timeout)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=None if _is_ip(host) else host)
+    except OSError as exc:  # ssl.SSLError included
+        raw.close()
+        raise HandshakeFailed(exc) from exc
+
+
+def peer_identity(tls: ssl.SSLSocket) -> Tuple[bytes, str]:
+    """(certificate DER, pin) of the peer; ValueError when it sent none or an unreadable one."""
+    der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise ValueError("the peer presented no certificate")
+    return der, pin_of_der(der)
+
+
+def connect_pinned(host: str, port: int, pin: str, timeout: float) -> ssl.SSLSocket:
+    """A TLS connection whose peer key matches `pin` (canonical form, see normalize_pin);
+    PinMismatch or ValueError otherwise, the connection closed and nothing sent."""
+    tls = open_unverified(host, port, timeout)
+    try:
+        der, got = peer_identity(tls)
+        if got != pin:
+            raise PinMismatch(pin, got, fingerprint_of_der(der))
+    except BaseException:
+        tls.close()
+        raise
+    return tls

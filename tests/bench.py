@@ -229,8 +229,7 @@ def orphan_cleanup(config: Path, node: SimNode) -> None:
 LISTENER = """
 import sys, ipaddress
 from pvemond.claim import ClaimListener
-from pvemond.codes import new_code
-l = ClaimListener(b"{}", new_code(), sys.argv[1], sys.argv[2], host="127.0.0.1", port=0,
+l = ClaimListener(b"{}", None, sys.argv[1], sys.argv[2], host="127.0.0.1", port=0,
                   ttl=600, max_attempts=10**9, rate=1e9, burst=10**9, max_per_source=64)
 print(l.bind()[1], flush=True)
 l.serve()
@@ -344,7 +343,7 @@ def slowloris_figures(work: Path, connections: int = 200) -> None:
     """A claim from the allowed host (--allow 127.0.0.1/32) while 127.0.0.2 holds
     `connections` connections; and the listener's CPU under that flood."""
     from pvemond.codes import new_code
-    code, cert = new_code(), work / "claimnode" / "etc" / "pve" / "local"
+    code, cert = new_code(time.time() + 600), work / "claimnode" / "etc" / "pve" / "local"
     proc = subprocess.Popen([sys.executable, "-c", SLOWLORIS_LISTENER, str(cert / "pve-ssl.pem"),
                              str(cert / "pve-ssl.key"), code], stdout=subprocess.PIPE, text=True,
                             env=env_for(work / "claim.yaml"),

@@ -6,6 +6,7 @@ By default the secret leaves the node through a claim code on a one-shot TLS lis
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,8 +20,8 @@ from pvemond import claim, config, formats
 from pvemond.cli import handoff
 from pvemond.cli.report import Reporter
 from pvemond.client import ApiError, Client, DaemonDown
+from pvemond.contract import CLAIM_PORT
 from pvemond.files import read_optional, staged_private, write_private
-from pvemond.pve import node
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DAEMON_DOWN = 0, 1, 2, 3
 CLAIM_EXIT = {"claimed": EXIT_OK, "expired": handoff.EXIT_EXPIRED,
@@ -77,7 +78,7 @@ def add_handout_options(p: argparse.ArgumentParser) -> None:
     """How the new secret leaves the node: a claim (default) or a local file."""
     claim_opts = p.add_argument_group("claim hand-off (the default)")
     claim_opts.add_argument("--listen", help="address of the claim listener (default 0.0.0.0)")
-    claim_opts.add_argument("--port", type=int, help="its port (default 8116)")
+    claim_opts.add_argument("--port", type=int, help=f"its port (default {CLAIM_PORT})")
     claim_opts.add_argument("--ttl", type=int, help=f"seconds the code lives (default 600, at most {config.MAX_CLAIM_TTL})")
     claim_opts.add_argument("--allow", action="append", metavar="CIDR",
                             help="only this monitoring host or network may claim (repeatable)")
@@ -146,14 +147,15 @@ def bootstrap(client: Client, out: Reporter, cfg: config.Config, args: argparse.
     if problem:
         return out.fail("not_a_pve_node", problem, EXIT_ERROR)
     try:
-        listener = None if local else _listen(cfg)
+        listener = None if local else handoff.Listener(cfg.claim)
         if local:
-            check_output(args.output)
+            check_output(args.output, args.format)
     except OSError as exc:
         return out.fail("not_started", f"{exc}; nothing was changed", EXIT_ERROR)
     try:
         minted = client.mint(token=args.token, privsep=privsep, rotate=args.rotate,
-                             handout_ttl=120 if local else cfg.claim.ttl + 120)
+                             handout_ttl=120 if local else cfg.claim.ttl + 120,
+                             **({} if local else _claim_facts(cfg, listener)))
     except BaseException as exc:
         if listener:
             listener.cancel()
@@ -165,11 +167,12 @@ def bootstrap(client: Client, out: Reporter, cfg: config.Config, args: argparse.
         _report_mint(out, minted)
         payload = dict(minted["payload"], secret=minted["secret"],
                        token_string=f"{minted['token_id']}={minted['secret']}")
+        told = minted["node"]  # the daemon's word on this node: bootstrap reads no /etc/pve
         del minted
         if local:
-            deliver_local(client, out, cfg, args, payload, handout)
+            deliver_local(client, out, args, payload, handout, told["ca_file"])
             return EXIT_OK
-        return deliver_claim(client, out, cfg, listener, handout, payload)
+        return deliver_claim(client, out, cfg, listener, handout, payload, told["warnings"])
     except (Exception, KeyboardInterrupt, Interrupted) as exc:
         if listener:
             listener.cancel()
@@ -192,13 +195,15 @@ def _report_mint(out: Reporter, minted: Dict[str, Any]) -> None:
     out.verified(minted["token_id"], sorted(minted["payload"]["privileges"]), **minted["verified"])
 
 
-def _listen(cfg: config.Config) -> handoff.Listener:
-    cert, key = node.tls_files(cfg.node.pve_dir)
-    return handoff.Listener(cert, key, cfg.claim)
+def _claim_facts(cfg: config.Config, listener: handoff.Listener) -> Dict[str, Any]:
+    """The port really bound and --allow: the mint answer warns if the firewall drops that port."""
+    return {"claim_port": listener.port, "claim_allow": list(cfg.claim.allow)}
 
 
-def check_output(output: Optional[str]) -> None:
+def check_output(output: Optional[str], fmt: Optional[str]) -> None:
     """Refuse an output that cannot be written before a secret exists for it."""
+    if fmt == "curl" and not output:  # its token file would land wherever the shell stands
+        raise OSError("--format curl keeps the token in a file beside the script: give -o FILE")
     if not output:
         return
     target = Path(output).absolute()
@@ -210,40 +215,46 @@ def check_output(output: Optional[str]) -> None:
         raise OSError(f"{target} exists and is not a regular file")
 
 
-def deliver_local(client: Client, out: Reporter, cfg: config.Config, args: argparse.Namespace,
-                  payload: Dict[str, Any], handout: Handout) -> None:
+def deliver_local(client: Client, out: Reporter, args: argparse.Namespace,
+                  payload: Dict[str, Any], handout: Handout, ca_file: Optional[str]) -> None:
     """Render the consumer's config and write it where the admin asked. The file is written
-    aside first and put in place only once the daemon has recorded the delivery."""
+    aside first and put in place only once the daemon has recorded the delivery. On stdout the
+    config points at `ca_file`, the daemon's CA file for this node (for a legacy cluster CA its
+    strict re-issue, which Python 3.13+ clients need)."""
     fmt = args.format or "json"
     system = formats.system_trust(payload)  # a custom certificate: no CA of ours to point at
     if not args.output:
-        ca = None if system else str(node.ca_file(cfg.node.pve_dir))
+        ca = None if system else ca_file
         text = formats.render(fmt, payload, ca_path=ca, writer=WRITER)
         _record_delivery(client, handout, "stdout")
         out.deliver(text)
         return
     output = Path(args.output).absolute()
     ca_path = None if system else output.with_name(f"pve-{formats.module_name(payload)}-ca.pem")
-    text = formats.render(fmt, payload, ca_path=ca_path and str(ca_path),
-                          existing=read_optional(str(output)), writer=WRITER)
+    rendered = formats.render_files(fmt, payload, ca_path=ca_path and str(ca_path),
+                                    existing=read_optional(str(output)), writer=WRITER,
+                                    directory=str(output.parent))
     if ca_path:
         write_private(str(ca_path), payload["ca_pem"], mode=0o644)
-    with staged_private(str(output), text):
+    with contextlib.ExitStack() as staged:  # every file aside; all in place once recorded
+        for f in rendered:
+            staged.enter_context(staged_private(f.path or str(output), f.text))
         _record_delivery(client, handout, f"file {output}")
+    also = [f.path for f in rendered if f.path]
     out.note(f"wrote the {fmt} config to {output} (mode 0600)"
+             + "".join(f", {path} (mode 0600)" for path in also)
              + (f" and the cluster CA to {ca_path}" if ca_path else "; the system CAs verify the node"))
 
 
 def deliver_claim(client: Client, out: Reporter, cfg: config.Config, listener: handoff.Listener,
-                  handout: Handout, payload: Dict[str, Any]) -> int:
+                  handout: Handout, payload: Dict[str, Any], warnings: List[str]) -> int:
     listener.arm(json.dumps(payload).encode())
-    cert, _ = node.tls_files(cfg.node.pve_dir)
     address = _local_address(payload)
     payload.clear()  # from here on only the listener process holds the secret
     waiting = _Waiting(client, listener, handout)
     try:
-        offer = handoff.offer(listener, cert, address)
-        out.claim_open(offer, handoff.commands(offer), cfg.claim.ttl, _warnings(cfg, offer))
+        offer = handoff.offer(listener, address)
+        out.claim_open(offer, handoff.commands(offer), cfg.claim.ttl, warnings)
         outcome = waiting.until_done(out, offer)
     except (KeyboardInterrupt, Interrupted):
         outcome = listener.cancel()
@@ -317,16 +328,6 @@ class _Waiting:
 def _local_address(payload: Dict[str, Any]) -> str:
     mine = [n for n in payload.get("nodes", []) if n["name"] == payload.get("node")]
     return mine[0]["address"] if mine else str(payload.get("node"))
-
-
-def _warnings(cfg: config.Config, offer: handoff.Offer) -> List[str]:
-    nodename = str(Path(cfg.node.pve_dir, "local").resolve().name)
-    if not node.firewall_enabled(cfg.node.pve_dir, nodename) or \
-            node.firewall_lets_in(cfg.node.pve_dir, nodename, offer.port):
-        return []
-    return [f"the Proxmox firewall is on and drops port {offer.port} unless a rule allows it; "
-            "allow the monitoring host with: "
-            + node.firewall_rule(nodename, offer.port, cfg.claim.allow, "pvemond claim")]
 
 
 def _abandon(client: Client, out: Reporter, handout: Handout, why: str,

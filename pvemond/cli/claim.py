@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import ipaddress
 import json
 import os
 import re
@@ -21,8 +20,9 @@ import time
 from typing import Any, Dict, List, NamedTuple, NoReturn, Optional, Tuple
 from urllib.parse import urlsplit
 
-from pvemond import files, formats, tlspin
+from pvemond import codes, files, formats, prometheus, tlspin
 from pvemond.codes import normalize_code
+from pvemond.contract import CLAIM_PORT, CLAIM_ROUTE, PVE_PORT, Refusal
 
 
 class _OnFirstUse:
@@ -39,8 +39,6 @@ class _OnFirstUse:
 
 api = _OnFirstUse("pvemond.pve.api")
 
-DEFAULT_PORT = 8116
-ROUTE = "/v1/claim"
 MAX_PAYLOAD = 1 << 20
 # Seconds a claim keeps retrying while the node cannot record the hand-out (a daemon restart).
 RETRY_FOR = 45.0
@@ -56,28 +54,32 @@ exit codes:
   2   usage error, or no pin (pass the --pin that pvemond-bootstrap printed, or --tofu)
   3   the node's key does not match the pin (or was not trusted): the code was NOT sent
   4   wrong claim code
-  5   the code expired, or the claim was cancelled on the node
+  5   the code expired (the node said so, or its listener is gone after the code's expiry),
+      or the claim was cancelled on the node
   6   ALREADY CLAIMED: someone else took this token; on the node run `pvemond rotate NAME`
       (a new secret, revoking the taken one) and find out who did
   7   burned: too many wrong codes, the node revoked the token
   8   this host's address is not allowed to claim (pvemond-bootstrap --allow)
   9   network or TLS failure: node unreachable, port blocked, listener gone
-  10  the output could not be written
-  11  --check failed: the token does not work from this host
+  10  the output (or the Prometheus target file or job) could not be written
+  11  --check failed: the token does not work from this host, the consumer's user cannot read
+      the config, or Prometheus does not scrape the new targets
   12  rate limited by the node: wait a few seconds and retry
 """
 
 _NEXT = {
-    "pve-exporter": "point prometheus-pve-exporter at {file} (--config.file) and scrape "
-                    "/pve?module={module}&target={address}",
+    "pve-exporter": "(re)start prometheus-pve-exporter with --config.file {file}: it reads "
+                    "its modules only when it starts",
     "env": "load it with `set -a; . {file}; set +a`, or as env_file: in docker compose",
     "telegraf": "put {file} into /etc/telegraf/telegraf.d/ and try "
                 "`telegraf --config {file} --input-filter proxmox --test`",
-    "zabbix": "set these macros on the host that links \"Proxmox VE by HTTP\" and trust the "
-              "CA on the Zabbix server (see the comments in {file})",
+    "zabbix": "import {file} in the Zabbix frontend (Data collection > Hosts > Import), turn "
+              "on the template's SSL verify peer/host and trust the CA on the Zabbix server "
+              "(see the comments in {file})",
     "proxmoxer": "pip install proxmoxer requests, then run or import {file}",
     "json": "feed {file} to your tooling; its \"secret\" member is the token secret",
-    "curl": "sh {file} calls /version on every node with the token",
+    "curl": "sh {file} prints OK or FAILED for every node and exits non-zero on a failure; "
+            "the token is in pve-{module}-token.header beside it (0600)",
 }
 
 
@@ -92,6 +94,7 @@ class Failure(Exception):
 class Written(NamedTuple):
     config: Optional[str]  # None: printed on stdout
     ca_path: Optional[str]  # None: the system CAs verify the node (formats.system_trust)
+    companions: Tuple[str, ...] = ()  # a format's other files (curl's token header)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -100,7 +103,8 @@ def parser() -> argparse.ArgumentParser:
         description="Redeem the claim code printed by pvemond-bootstrap on a Proxmox VE node and "
                     "write the monitoring tool's config, with the cluster CA so TLS stays verified.")
     p.add_argument("target", metavar="HOST[:PORT]",
-                   help=f"the node running pvemond-bootstrap (port {DEFAULT_PORT} by default)")
+                   help=f"the node running pvemond-bootstrap (port {CLAIM_PORT} by default; "
+                        "https://HOST[:PORT] is read the same)")
     p.add_argument("code", metavar="CODE", help="the claim code, e.g. K7QM-2PXW-9DFT")
     p.add_argument("--pin", help="the node's key pin printed with the code: sha256:HEX")
     p.add_argument("--tofu", action="store_true",
@@ -115,6 +119,31 @@ def parser() -> argparse.ArgumentParser:
                    help="afterwards, call the node's API with the token (TLS verified by the CA)")
     p.add_argument("--timeout", type=float, default=15.0, metavar="S",
                    help="network timeout in seconds (default 15)")
+    p.add_argument("--owner", metavar="USER",
+                   help="owner of the written config (the user the consumer runs as); "
+                        "default: kept from the file it replaces, else this user")
+    p.add_argument("--group", metavar="GROUP",
+                   help="group of the written config (it gets group read)")
+    prom = p.add_argument_group("Prometheus (--format pve-exporter with -o or --file-sd)")
+    prom.add_argument("--exporter", metavar="HOST:PORT", default=prometheus.EXPORTER,
+                      help=f"where Prometheus reaches prometheus-pve-exporter (default "
+                           f"{prometheus.EXPORTER})")
+    prom.add_argument("--file-sd", metavar="DIR",
+                      help="write the cluster's file_sd target file DIR/MODULE.yml (default: "
+                           "file_sd/pvemond beside -o, i.e. " + prometheus.FILE_SD_DIR +
+                           " for -o /etc/prometheus/pve.yml)")
+    prom.add_argument("--prometheus-config", metavar="FILE",
+                      help=f"add the scrape job {prometheus.JOB_NAME} reading those files to "
+                           "this prometheus.yml unless one reads them (appended: the rest stays "
+                           "byte for byte), check it with promtool and reload Prometheus; "
+                           "without it, the job is printed")
+    prom.add_argument("--prometheus-pid", metavar="PID", type=int,
+                      help="reload this Prometheus process (SIGHUP); default: systemd's "
+                           "prometheus.service, else the process reading --prometheus-config")
+    prom.add_argument("--prometheus-url", metavar="URL",
+                      help=f"Prometheus's HTTP API for --check (default {prometheus.PROMETHEUS_URL})")
+    prom.add_argument("--check-wait", metavar="S", type=float, default=60.0,
+                      help="--check waits this long for Prometheus's first scrape (default 60)")
     return p
 
 
@@ -134,15 +163,24 @@ def run(args: argparse.Namespace) -> int:
     host, port = parse_target(args.target)
     code = _code(args.code)
     pin = _pin(args)
-    preflight(args.format, args.output)  # a claim is single use: fail before spending it
+    sd_dir = file_sd_dir(args)
+    # a claim is single use: fail before spending it
+    preflight(args.format, args.output)
+    owner_preflight(args.owner, args.group, args.output)
+    prom_preflight(sd_dir, args.prometheus_config)
     if pin is None:
-        pin = tofu(host, port, args.timeout)
+        pin = tofu(host, port, code, args.timeout)
     payload = redeem_patiently(host, port, pin, code, args.timeout)
-    written = write_output(args.format, args.output, payload)
+    written = write_output(args.format, args.output, payload, args.owner, args.group)
     report(args.format, payload, written, f"{host}:{port}")
-    if args.check:
-        return check(payload, written.ca_path, args.timeout)
-    return EXIT_OK
+    groups = setup_prometheus(args, sd_dir, payload) if sd_dir else None
+    if not args.check:
+        return EXIT_OK
+    rc = check(payload, written.ca_path, args.timeout)
+    rc = check_readable(written, args.owner, args.group) or rc
+    if groups is not None:
+        rc = check_prometheus(args, groups, formats.module_name(payload)) or rc
+    return rc
 
 
 def say(text: str) -> None:
@@ -153,7 +191,10 @@ def say(text: str) -> None:
 # Arguments
 
 def parse_target(text: str) -> Tuple[str, int]:
-    """HOST, HOST:PORT, [V6] or [V6]:PORT; a bare IPv6 address takes the default port."""
+    """HOST, HOST:PORT, [V6] or [V6]:PORT; a bare IPv6 address takes the default port.
+    https://HOST[:PORT] (what a browser shows) is read the same."""
+    if "://" in text or text.lower().startswith("https:"):
+        return _url_target(text)
     m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
     if m:
         host, port = m.group(1), m.group(2)
@@ -165,10 +206,24 @@ def parse_target(text: str) -> Tuple[str, int]:
         host, port = text, None
     if not host or (port is not None and not port.isdigit()):
         raise Failure(EXIT_USAGE, f"{text!r} is not HOST[:PORT] (IPv6: [ADDRESS]:PORT)")
-    number = int(port) if port else DEFAULT_PORT
+    number = int(port) if port else CLAIM_PORT
     if not 1 <= number <= 65535:
         raise Failure(EXIT_USAGE, f"port {number} is out of range 1-65535")
     return host, number
+
+
+def _url_target(text: str) -> Tuple[str, int]:
+    usage = (f"{text!r} is not HOST[:PORT] or https://HOST[:PORT] (the claim listener's "
+             "address, no path; IPv6: [ADDRESS]:PORT)")
+    parts = urlsplit(text)
+    if parts.scheme.lower() != "https" or parts.path not in ("", "/") or parts.query or \
+            parts.fragment or "@" in parts.netloc or not parts.hostname:
+        raise Failure(EXIT_USAGE, usage)
+    try:
+        port = parts.port
+    except ValueError:
+        raise Failure(EXIT_USAGE, usage) from None
+    return parts.hostname, port or CLAIM_PORT
 
 
 def _code(text: str) -> str:
@@ -225,6 +280,27 @@ def preflight(fmt: str, output: Optional[str]) -> None:
         raise Failure(EXIT_OUTPUT, f"{exc}; the code was NOT sent") from None
 
 
+def owner_preflight(owner: Optional[str], group: Optional[str], output: Optional[str]) -> None:
+    """--owner/--group name existing accounts, and this user may give files away."""
+    if not (owner or group):
+        return
+    import grp
+    import pwd
+    if output is None:
+        raise Failure(EXIT_USAGE, "--owner and --group apply to the file -o writes")
+    for name, lookup, what in ((owner, pwd.getpwnam, "user"), (group, grp.getgrnam, "group")):
+        if name is None:
+            continue
+        try:
+            lookup(name)
+        except KeyError:
+            raise Failure(EXIT_USAGE, f"there is no {what} {name!r} on this host; the code was "
+                          "NOT sent") from None
+    if os.geteuid() != 0:
+        raise Failure(EXIT_OUTPUT, "--owner and --group need root (only root gives a file "
+                      "away); the code was NOT sent")
+
+
 def _why(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or type(exc).__name__
 
@@ -232,85 +308,74 @@ def _why(exc: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------
 # TLS and the pin
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
-def tls_connect(host: str, port: int, timeout: float) -> ssl.SSLSocket:
-    """TLS without CA verification: the caller checks the pin before sending anything."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+def open_tls(host: str, port: int, code: str, timeout: float,
+             pin: Optional[str] = None) -> "ssl.SSLSocket":
+    """tlspin's connection to the claim listener (pinned when `pin` is given), each failure
+    named for what it means here; on any failure nothing has been sent."""
     where = f"{host}:{port}"
     try:
-        raw = socket.create_connection((host, port), timeout=timeout)
+        if pin is None:
+            return tlspin.open_unverified(host, port, timeout)
+        return tlspin.connect_pinned(host, port, pin, timeout)
+    except tlspin.PinMismatch as exc:
+        raise Failure(EXIT_PIN, (
+            f"{where} presents a different key than the pin:\n"
+            f"  expected  {exc.expected}\n"
+            f"  got       {exc.got}\n"
+            f"  (certificate fingerprint {exc.fingerprint})\n"
+            "The claim code was NOT sent. Check that this is the node where pvemond-bootstrap "
+            "runs and that the pin was copied whole; if both are right, something between this "
+            "host and the node is intercepting TLS.")) from None
+    except tlspin.HandshakeFailed as exc:
+        if isinstance(exc.cause, ConnectionResetError):
+            raise _refused_at_accept(where) from None
+        raise Failure(EXIT_NETWORK, f"TLS handshake with {where} failed ({_why(exc.cause)}): is "
+                      "this the pvemond claim listener?") from None
+    except ValueError as exc:  # no certificate, or one whose key cannot be read
+        raise Failure(EXIT_PIN, f"cannot read the node's certificate ({exc}); the code was NOT "
+                      "sent") from None
     except socket.gaierror as exc:
         raise Failure(EXIT_NETWORK, f"cannot resolve {host}: {exc.strerror}") from None
     except ConnectionRefusedError:
-        raise Failure(EXIT_NETWORK, f"nothing listens on {where}: is pvemond-bootstrap still "
-                      f"waiting on the node, and is port {port} open in its firewall?") from None
-    except socket.timeout:
+        raise _nothing_listens(where, code) from None
+    except (socket.timeout, TimeoutError):
         raise Failure(EXIT_NETWORK, f"no answer from {where} within {timeout:g} s: a firewall "
-                      f"may drop port {port} on the way to the node") from None
+                      f"drops port {port} on the way to the node (open it there for this host), "
+                      "or the node is down") from None
     except ConnectionResetError:
         raise _refused_at_accept(where) from None
     except OSError as exc:
         raise Failure(EXIT_NETWORK, f"cannot connect to {where}: {_why(exc)}") from None
-    try:
-        return ctx.wrap_socket(raw, server_hostname=None if _is_ip(host) else host)
-    except ConnectionResetError:
-        raw.close()
-        raise _refused_at_accept(where) from None
-    except (OSError, ssl.SSLError) as exc:
-        raw.close()
-        raise Failure(EXIT_NETWORK, f"TLS handshake with {where} failed ({_why(exc)}): is this "
-                      "the pvemond claim listener?") from None
+
+
+def _nothing_listens(where: str, code: str) -> Failure:
+    """A refused connection: the host answered, so no firewall drops the port; the listener
+    is gone. An expired code says why."""
+    now = time.time()
+    since = codes.expired_since(code, now)
+    if since is not None:
+        # since counts from the end of the expiry minute; bootstrap printed that minute
+        at = time.strftime("%H:%M", time.localtime(now - since - 60))
+        return Failure(EXIT_EXPIRED, f"the claim code expired at {at} (this host's clock, "
+                       f"{_ago(since)} ago), and pvemond-bootstrap no longer listens on {where}; "
+                       "run pvemond-bootstrap on the node again for a new code")
+    return Failure(EXIT_NETWORK, f"nothing listens on {where}: pvemond-bootstrap is no longer "
+                   "waiting there (the code was claimed, burned, or bootstrap was stopped; or it "
+                   "listens on another --port); run pvemond-bootstrap on the node again for a "
+                   "new code")
+
+
+def _ago(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{max(minutes, 1)} min"
+    return f"{minutes // 60} h {minutes % 60} min"
 
 
 def _refused_at_accept(where: str) -> Failure:
     return Failure(EXIT_NETWORK, f"{where} reset the connection before TLS: the claim listener "
                    "refuses hosts outside its --allow and hosts with too many connections open; "
                    "check the --allow that pvemond-bootstrap was given")
-
-
-def _peer_der(tls: ssl.SSLSocket) -> bytes:
-    der = tls.getpeercert(binary_form=True)
-    if not der:
-        tls.close()
-        raise Failure(EXIT_NETWORK, "the node presented no certificate")
-    return der
-
-
-def _pin_of(der: bytes, tls: ssl.SSLSocket) -> str:
-    try:
-        return tlspin.pin_of_der(der)
-    except ValueError as exc:
-        tls.close()
-        raise Failure(EXIT_PIN, f"cannot read the node's certificate ({exc}); the code was NOT "
-                      "sent") from None
-
-
-def connect_pinned(host: str, port: int, pin: str, timeout: float) -> ssl.SSLSocket:
-    """A TLS connection whose peer key matches `pin`; on a mismatch nothing has been sent."""
-    tls = tls_connect(host, port, timeout)
-    der = _peer_der(tls)
-    got = _pin_of(der, tls)
-    if got != pin:
-        tls.close()
-        raise Failure(EXIT_PIN, (
-            f"{host}:{port} presents a different key than the pin:\n"
-            f"  expected  {pin}\n"
-            f"  got       {got}\n"
-            f"  (certificate fingerprint {tlspin.fingerprint_of_der(der)})\n"
-            "The claim code was NOT sent. Check that this is the node where pvemond-bootstrap "
-            "runs and that the pin was copied whole; if both are right, something between this "
-            "host and the node is intercepting TLS."))
-    return tls
 
 
 def _open_tty() -> Any:
@@ -333,12 +398,16 @@ def ask(prompt: str) -> Optional[str]:
         return tty.readline()
 
 
-def tofu(host: str, port: int, timeout: float) -> str:
+def tofu(host: str, port: int, code: str, timeout: float) -> str:
     """Show the node's key and let the user accept it (first use, no pin)."""
-    tls = tls_connect(host, port, timeout)
-    der = _peer_der(tls)
-    pin = _pin_of(der, tls)
-    tls.close()  # a person may take longer to answer than the listener waits on one connection
+    tls = open_tls(host, port, code, timeout)
+    try:
+        der, pin = tlspin.peer_identity(tls)
+    except ValueError as exc:
+        raise Failure(EXIT_PIN, f"cannot read the node's certificate ({exc}); the code was NOT "
+                      "sent") from None
+    finally:
+        tls.close()  # a person may take longer to answer than the listener waits on a connection
     answer = ask(f"{host}:{port} presents\n"
                  f"  pin          {pin}\n"
                  f"  fingerprint  {tlspin.fingerprint_of_der(der)}\n"
@@ -381,11 +450,11 @@ def redeem_patiently(host: str, port: int, pin: str, code: str, timeout: float) 
 
 def redeem(host: str, port: int, pin: str, code: str, timeout: float) -> Dict[str, Any]:
     """POST the code over the pinned connection; the payload, or a Failure per server error."""
-    tls = connect_pinned(host, port, pin, timeout)
+    tls = open_tls(host, port, code, timeout, pin=pin)
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     conn.sock = tls  # the very connection whose key was checked carries the code
     try:
-        conn.request("POST", ROUTE, body=json.dumps({"code": code}).encode(),
+        conn.request("POST", CLAIM_ROUTE, body=json.dumps({"code": code}).encode(),
                      headers={"Content-Type": "application/json", "Accept": "application/json"})
         resp = conn.getresponse()
         body = resp.read(MAX_PAYLOAD + 1)
@@ -438,41 +507,43 @@ def server_failure(status: int, body: bytes, where: str) -> NoReturn:
     if known is None:
         said = " ".join(part for part in (error, detail) if part)
         raise Failure(EXIT_UNEXPECTED, f"{where} answered HTTP {status}{': ' + said if said else ''}"
-                      f"; is this pvemond's claim listener (port {DEFAULT_PORT} by default)?")
+                      f"; is this pvemond's claim listener (port {CLAIM_PORT} by default)?")
     rc, sentence = known
     raise Failure(rc, sentence.format(detail=detail, where=where))
 
 
 _FAILURES: Dict[str, Tuple[int, str]] = {
-    "wrong_code": (EXIT_WRONG_CODE, "the node refused the code ({detail}); check the code "
+    Refusal.WRONG_CODE: (EXIT_WRONG_CODE, "the node refused the code ({detail}); check the code "
                    "pvemond-bootstrap printed"),
-    "expired": (EXIT_EXPIRED, "the claim code expired; run pvemond-bootstrap on the node again "
+    Refusal.EXPIRED: (EXIT_EXPIRED, "the claim code expired; run pvemond-bootstrap on the node again "
                 "for a new code"),
-    "cancelled": (EXIT_EXPIRED, "the claim was cancelled on the node (pvemond-bootstrap stopped); "
+    Refusal.CANCELLED: (EXIT_EXPIRED, "the claim was cancelled on the node (pvemond-bootstrap stopped); "
                   "run it again for a new code"),
-    "already_claimed": (EXIT_CLAIMED, "WARNING: this token was {detail}. If that was not you, "
+    Refusal.ALREADY_CLAIMED: (EXIT_CLAIMED, "WARNING: this token was {detail}. If that was not you, "
                         "someone else claimed this token: treat its secret as stolen, run "
                         "`pvemond rotate NAME` on the node (a new secret, which revokes the "
                         "stolen one) and find out who that address is."),
-    "claim_in_progress": (EXIT_CLAIMED, "WARNING: someone else is redeeming this code right now "
+    Refusal.IN_PROGRESS: (EXIT_CLAIMED, "WARNING: someone else is redeeming this code right now "
                           "({detail}). If that is not you, run `pvemond rotate NAME` on the node "
                           "once it is done, and find out who it was."),
-    "not_recorded": (EXIT_NETWORK, "the node could not record the hand-out ({detail}); the code "
+    Refusal.NOT_RECORDED: (EXIT_NETWORK, "the node could not record the hand-out ({detail}); the code "
                      "stays valid until it expires: check pvemond on the node (systemctl status "
                      "pvemond), then run this again"),
-    "burned": (EXIT_BURNED, "the claim is burned ({detail}); run pvemond-bootstrap on the node "
+    Refusal.BURNED: (EXIT_BURNED, "the claim is burned ({detail}); run pvemond-bootstrap on the node "
                "again for a new code"),
-    "source_not_allowed": (EXIT_NOT_ALLOWED, "{detail}; run pvemond-bootstrap with an --allow "
+    Refusal.NOT_ALLOWED: (EXIT_NOT_ALLOWED, "{detail}; run pvemond-bootstrap with an --allow "
                            "that includes this host's address"),
-    "rate_limited": (EXIT_RATE, "{where} is rate limiting this host; wait a few seconds and retry"),
+    Refusal.RATE_LIMITED: (EXIT_RATE, "{where} is rate limiting this host; wait a few seconds and retry"),
 }
 
 
 # ---------------------------------------------------------------------------------------------
 # Output
 
-def write_output(fmt: str, output: Optional[str], payload: Dict[str, Any]) -> Written:
-    """The CA (0644) beside the config, then the config (0600) or stdout."""
+def write_output(fmt: str, output: Optional[str], payload: Dict[str, Any],
+                 owner: Optional[str] = None, group: Optional[str] = None) -> Written:
+    """The CA (0644) beside the config, then the config (0600, or the owner, group and mode of
+    the file it replaces) or stdout."""
     lost = "the claim is used up: fix that, then run pvemond-bootstrap on the node again"
     target = os.path.abspath(output) if output else None
     try:
@@ -487,12 +558,16 @@ def write_output(fmt: str, output: Optional[str], payload: Dict[str, Any]) -> Wr
     except (formats.FormatError, ValueError) as exc:
         raise Failure(EXIT_UNEXPECTED, f"the node's payload cannot be used ({exc}); {lost}") from None
     try:
-        text = formats.render(fmt, payload, ca_path=ca_path,
-                              existing=files.read_optional(target) if target else None)
+        *companions, main = formats.render_files(
+            fmt, payload, ca_path=ca_path, existing=files.read_optional(target) if target else None,
+            directory=os.path.dirname(target) if target else os.getcwd())
         if ca_path:
             files.write_private(ca_path, ca_pem, mode=0o644)
+        for f in companions:
+            _write_kept(f.path, f.text.encode("utf-8"), owner=owner, group=group)
+        text = main.text
         if target:
-            files.write_private(target, text)
+            _write_kept(target, text.encode("utf-8"), owner=owner, group=group)
         else:
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -500,7 +575,181 @@ def write_output(fmt: str, output: Optional[str], payload: Dict[str, Any]) -> Wr
         raise Failure(EXIT_OUTPUT, f"{exc}; {lost}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise Failure(EXIT_OUTPUT, f"cannot write {target or ca_path}: {_why(exc)}; {lost}") from None
-    return Written(target, ca_path)
+    except LookupError as exc:  # an unknown --owner or --group (preflight checks them first)
+        raise Failure(EXIT_OUTPUT, f"cannot write {target}: {_clean(exc)}; {lost}") from None
+    return Written(target, ca_path, tuple(f.path for f in companions))
+
+
+def _write_kept(path: str, data: bytes, owner: Optional[str] = None,
+                group: Optional[str] = None) -> None:
+    from pvemond import hostfiles  # here: only a written file needs it (and pathlib)
+    hostfiles.write_kept(path, data, owner=owner, group=group)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus: the file_sd target file, the scrape job, the reload
+
+def file_sd_dir(args: argparse.Namespace) -> Optional[str]:
+    """Where the target file goes: --file-sd, else file_sd/pvemond beside -o; None when no
+    target file is written (another format, or the config on stdout)."""
+    if args.format != "pve-exporter":
+        for opt in ("file_sd", "prometheus_config", "prometheus_pid", "prometheus_url"):
+            if getattr(args, opt) is not None:
+                raise Failure(EXIT_USAGE, f"--{opt.replace('_', '-')} goes with --format "
+                              "pve-exporter")
+        return None
+    try:
+        prometheus.check_exporter(args.exporter)
+    except prometheus.PrometheusError as exc:
+        raise Failure(EXIT_USAGE, str(exc)) from None
+    if args.file_sd:
+        return os.path.abspath(args.file_sd)
+    if args.output:
+        return os.path.join(os.path.dirname(os.path.abspath(args.output)), "file_sd", "pvemond")
+    if args.prometheus_config:
+        raise Failure(EXIT_USAGE, "--prometheus-config needs -o or --file-sd: the job reads the "
+                      "target files written there")
+    return None
+
+
+def prom_preflight(sd_dir: Optional[str], config: Optional[str]) -> None:
+    """The target directory can be made and the Prometheus config edited; the code is not sent
+    otherwise."""
+    if sd_dir is None:
+        return
+    existing = sd_dir
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise Failure(EXIT_OUTPUT, f"cannot write into {existing} (the file_sd target file goes "
+                      f"to {sd_dir}); the code was NOT sent")
+    if config is None:
+        return
+    try:
+        with open(config, encoding="utf-8", newline="") as f:
+            prometheus.add_job(f.read(), sd_dir)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Failure(EXIT_OUTPUT, f"cannot read {config}: {_why(exc)}; the code was NOT sent") \
+            from None
+    except prometheus.PrometheusError as exc:
+        raise Failure(EXIT_OUTPUT, f"{config}: {exc}; the code was NOT sent") from None
+    if not os.access(config, os.W_OK):
+        raise Failure(EXIT_OUTPUT, f"cannot write {config}; the code was NOT sent")
+
+
+def setup_prometheus(args: argparse.Namespace, sd_dir: str,
+                     payload: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The cluster's target file, then the job (added or printed) and the reload; the target
+    groups for --check."""
+    done = "the exporter's config is written; fix that and run pvemond-claim --help for the " \
+           "Prometheus steps, or add them by hand"
+    module = formats.module_name(payload)
+    try:
+        groups = prometheus.target_groups(payload, module, args.exporter)
+        path = prometheus.file_sd_path(sd_dir, module)
+        os.makedirs(sd_dir, mode=0o755, exist_ok=True)
+        fresh = not os.path.exists(path)
+        _write_kept(path, prometheus.file_sd_text(groups).encode("utf-8"))
+        if fresh:  # targets hold no secret, and Prometheus runs as its own user
+            os.chmod(path, 0o644)
+        say(f"  wrote the Prometheus targets of its {len(groups)} node(s) to {path}")
+        if args.prometheus_config:
+            add_job(args.prometheus_config, sd_dir, args.prometheus_pid)
+        else:
+            say(f"  Prometheus: add this job to scrape_configs in prometheus.yml once (every "
+                f"cluster's target file in {sd_dir} is read by it), then reload Prometheus:\n" +
+                prometheus.job_stanza(sd_dir).rstrip("\n"))
+    except prometheus.PrometheusError as exc:
+        raise Failure(EXIT_OUTPUT, f"{exc}; {done}") from None
+    except OSError as exc:
+        raise Failure(EXIT_OUTPUT, f"cannot write the Prometheus targets in {sd_dir}: "
+                      f"{_why(exc)}; {done}") from None
+    return groups
+
+
+def add_job(config: str, sd_dir: str, pid: Optional[int]) -> None:
+    with open(config, encoding="utf-8", newline="") as f:
+        old = f.read()
+    new = prometheus.add_job(old, sd_dir)
+    if new is None:
+        say(f"  Prometheus: a job in {config} reads {sd_dir} already; nothing added")
+        return
+    _write_kept(config, new.encode("utf-8"))
+    complaint = prometheus.promtool_check(config)
+    if complaint is not None:
+        _write_kept(config, old.encode("utf-8"))
+        raise prometheus.PrometheusError(
+            f"promtool check config rejects {config} with the {prometheus.JOB_NAME} job, so the "
+            f"file is back as it was:\n{complaint}")
+    say(f"  Prometheus: added the job {prometheus.JOB_NAME} to {config}" +
+        (" (promtool check config passes)" if _which("promtool") else ""))
+    say("  Prometheus: " + prometheus.reload(config, pid))
+
+
+def _which(name: str) -> bool:
+    import shutil
+    return shutil.which(name) is not None
+
+
+def check_readable(written: Written, owner: Optional[str], group: Optional[str]) -> int:
+    """--owner/--group: the consumer's user can read the config and the CA."""
+    if not written.config or not (owner or group):
+        return EXIT_OK
+    rc = EXIT_OK
+    for path in (written.config, written.ca_path):
+        why = prometheus.unreadable_by(path, owner) if owner and path else None
+        if path and not why and group and not owner:
+            why = _group_unreadable(path, group)
+        if why:
+            rc = _check_failed(why)
+    if rc == EXIT_OK:
+        say(f"  check: {owner or 'group ' + str(group)} can read {written.config}")
+    return rc
+
+
+def _group_unreadable(path: str, group: str) -> Optional[str]:
+    import grp
+    st = os.stat(path)
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return f"there is no group {group}"
+    if st.st_gid == gid and st.st_mode & 0o040 or st.st_mode & 0o004:
+        return None
+    return f"group {group} cannot read {path} (mode {st.st_mode & 0o7777:04o})"
+
+
+def check_prometheus(args: argparse.Namespace, groups: List[Dict[str, Any]], module: str) -> int:
+    """Prometheus's view of the new targets, after its first scrape."""
+    url = args.prometheus_url or prometheus.PROMETHEUS_URL
+    asked = args.prometheus_url is not None or args.prometheus_config is not None
+    try:
+        targets = prometheus.wait_for_targets(url, groups, args.check_wait,
+                                              timeout=min(args.timeout, 10.0))
+    except prometheus.PrometheusError as exc:
+        if not asked:  # no Prometheus was named: it may run elsewhere
+            say(f"  check: Prometheus targets not checked: {exc}")
+            return EXIT_OK
+        return _check_failed(str(exc))
+    down = [t for t in targets if t.health != "up"]
+    for t in down:
+        _check_failed("Prometheus: " + prometheus.target_advice(t, args.exporter, module))
+    if down:
+        return EXIT_CHECK
+    say(f"  check: Prometheus at {url} scrapes all {len(targets)} node(s) of {module}: up")
+    return EXIT_OK
+
+
+def _mode(path: str) -> str:
+    """How the file ended up: its own mode and owner when it replaced one, else the new ones."""
+    import grp
+    import pwd
+    st = os.stat(path)
+    try:
+        who = f"{pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}"
+    except KeyError:
+        who = f"{st.st_uid}:{st.st_gid}"
+    return f"mode {st.st_mode & 0o7777:04o}, {who}"
 
 
 def _privileges(payload: Dict[str, Any]) -> str:
@@ -514,9 +763,10 @@ def report(fmt: str, payload: Dict[str, Any], written: Written, where: str) -> N
     place = f"cluster {payload['cluster']}" if payload.get("cluster") else f"node {payload['node']}"
     out = [f"pvemond-claim: claimed the token of {place} from {where}"]
     if written.config:
-        out.append(f"  wrote {fmt} config to {written.config} (mode 0600)")
+        out.append(f"  wrote {fmt} config to {written.config} ({_mode(written.config)})")
     else:
         out.append(f"  printed the {fmt} config on stdout")
+    out += [f"  wrote {path} ({_mode(path)})" for path in written.companions]
     out += [f"  wrote the cluster CA to {written.ca_path}" if written.ca_path else
             "  no CA file: the node's certificate is verified by this host's system CAs",
             f"  token       {_clean(payload['token_id'])} (privsep {payload.get('privsep', 0)})",
@@ -585,17 +835,17 @@ def _unreachable(exc: api.ApiUnreachable, url: str, ca_path: Optional[str], time
         return (f"this host cannot resolve {host}, the name the node's certificate covers: add "
                 f"it to DNS or add the line '{ip} {host}' to /etc/hosts")
     if ip and isinstance(cause, (ConnectionRefusedError, socket.timeout, TimeoutError)):
-        return (f"this host cannot reach {host} port 8006 (the name the node's certificate "
+        return (f"this host cannot reach {host} port {PVE_PORT} (the name the node's certificate "
                 f"covers; the node's address is {ip}): point {host} at {ip} in DNS or "
-                "/etc/hosts, and let port 8006 through any firewall between them")
+                f"/etc/hosts, and let port {PVE_PORT} through any firewall between them")
     if isinstance(cause, ssl.SSLCertVerificationError):
         return _tls_advice(cause, url, ca_path, timeout)
     if isinstance(cause, ConnectionRefusedError):
-        return (f"{host} refused the connection to port 8006: pveproxy is down or a firewall "
-                "rejects port 8006 from this host")
+        return (f"{host} refused the connection to port {PVE_PORT}: pveproxy is down or a firewall "
+                f"rejects port {PVE_PORT} from this host")
     if isinstance(cause, (socket.timeout, TimeoutError)):
-        return (f"no answer from {host} port 8006 within {timeout:g} s: a firewall may block "
-                "port 8006 between this host and the node")
+        return (f"no answer from {host} port {PVE_PORT} within {timeout:g} s: a firewall may block "
+                f"port {PVE_PORT} between this host and the node")
     if isinstance(cause, socket.gaierror):
         return f"cannot resolve {host}: add it to DNS or /etc/hosts, or use its IP address"
     return str(exc)
@@ -619,7 +869,7 @@ def _tls_advice(cause: ssl.SSLCertVerificationError, url: str, ca_path: Optional
                 "(update-ca-certificates) or ask the node's admin which CA signed it")
     if sans is None:
         return (f"TLS verification of {url} failed ({_clean(cause.verify_message)}): the "
-                f"certificate on port 8006 is not signed by the cluster CA in {ca_path} (a "
+                f"certificate on port {PVE_PORT} is not signed by the cluster CA in {ca_path} (a "
                 "custom or ACME certificate?); for those, the system CA store applies")
     names = ", ".join(f"{kind}:{value}" for kind, value in sans) or "(none)"
     return (f"TLS verification of {url} failed: {host} is not in the node certificate's "
@@ -633,7 +883,7 @@ def peer_sans(url: str, ca_path: Optional[str], timeout: float) -> Optional[List
     parts = urlsplit(url)
     ctx = tlspin.context(ca_path, check_name=False)
     try:
-        with tlspin.connect(parts.hostname or "", parts.port or 8006, ctx, timeout=timeout) as tls:
+        with tlspin.connect(parts.hostname or "", parts.port or PVE_PORT, ctx, timeout=timeout) as tls:
             return tlspin.peer_sans(tls)
     except (OSError, ssl.SSLError):
         return None

@@ -1,14 +1,15 @@
 """The claim hand-off as pvemond-bootstrap runs it.
 
-A forked child binds the one-shot TLS listener as root (it needs the node key), drops to nobody,
-and dies with its parent (PR_SET_PDEATHSIG). It binds BEFORE the daemon mints, so a busy port
-costs no token; the parent then passes it the payload, and from then on only the child holds
-the secret. When a right code arrives, the child asks the parent, which records the delivery with
-the daemon first: the secret leaves the node only once pvemond knows where it went.
+A forked child makes a key and certificate for this claim alone (claim.fresh_identity: it never
+reads the node's key), binds the one-shot TLS listener as root (the port may be privileged),
+drops to nobody, and dies with its parent (PR_SET_PDEATHSIG). It binds BEFORE the daemon mints,
+so a busy port costs no token; the parent then passes it the payload, and from then on only the
+child holds the secret. When a right code arrives, the child asks the parent, which records the
+delivery with the daemon first: the secret leaves the node only once pvemond knows where it went.
 
 Parent <-> child: one JSON object a line each way.
-  child -> parent  {"port"} | {"error"}, then {"expires_at"}, then {"claiming": ip}* and the
-                   outcome {"status", "peer", "at", "attempts"}
+  child -> parent  {"port", "cert"} | {"error"}, then {"expires_at", "code"}, then
+                   {"claiming": ip}* and the outcome {"status", "peer", "at", "attempts"}
   parent -> child  the payload, then one answer per "claiming": {"go": true|false}
 """
 from __future__ import annotations
@@ -24,10 +25,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from pvemond import claim, codes, procs, tlspin
+from pvemond import claim, procs, tlspin
 from pvemond.config import ClaimConfig
+from pvemond.contract import CLAIM_ROUTE
 
 EXIT_EXPIRED, EXIT_BURNED, EXIT_CANCELLED = 4, 5, 6
 # How long the child waits for the parent's word on a claim (the parent waits out a daemon
@@ -58,8 +60,8 @@ class Claiming:
 class Listener:
     """The child process serving the claim: bound at construction, serving once `arm`ed."""
 
-    def __init__(self, cert: Path, key: Path, cfg: ClaimConfig):
-        self.code = codes.new_code()
+    def __init__(self, cfg: ClaimConfig):
+        self.code = ""  # made by the child with its expiry, known once armed
         self._read, child_write = os.pipe()
         child_read, self._write = os.pipe()
         parent = os.getpid()
@@ -67,25 +69,28 @@ class Listener:
         if self.pid == 0:  # the child never returns
             os.close(self._read)
             os.close(self._write)
-            _child(self.code, cert, key, cfg, child_read, child_write, parent)
+            _child(cfg, child_read, child_write, parent)
         os.close(child_read)
         os.close(child_write)
         self._reader = _LineReader(self._read)
         self.expires_at = 0.0
-        first = self._line(timeout=30)
-        if "port" not in first:
-            self.wait()
-            raise OSError(first.get("error", "the claim listener did not start"))
-        self.port = first["port"]
+        first = self._expect("port", "the claim listener did not start", self.wait)
+        self.port, self.cert_pem = first["port"], first["cert"]
 
     def arm(self, payload: bytes) -> None:
         """Hand the child the payload (it holds the secret); the code's lifetime starts now."""
         os.write(self._write, payload + b"\n")
+        got = self._expect("expires_at", "the claim listener did not take the payload",
+                           self.cancel)
+        self.expires_at, self.code = got["expires_at"], got["code"]
+
+    def _expect(self, key: str, otherwise: str, cleanup: Callable[[], Any]) -> Dict[str, Any]:
+        """The child's next line, which must hold `key`; else clean up and raise its error."""
         got = self._line(timeout=30)
-        if "expires_at" not in got:
-            self.cancel()
-            raise OSError(got.get("error", "the claim listener did not take the payload"))
-        self.expires_at = got["expires_at"]
+        if key not in got:
+            cleanup()
+            raise OSError(got.get("error", otherwise))
+        return got
 
     def answer(self, go: bool) -> bool:
         """Tell the child; False if it is gone (then it sent nothing)."""
@@ -138,8 +143,7 @@ class Listener:
             pass
 
 
-def _child(code: str, cert: Path, key: Path, cfg: ClaimConfig, inbox: int, out: int,
-           parent: int) -> None:
+def _child(cfg: ClaimConfig, inbox: int, out: int, parent: int) -> None:
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -147,30 +151,40 @@ def _child(code: str, cert: Path, key: Path, cfg: ClaimConfig, inbox: int, out: 
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)  # stdout is the parent's (events, configs); never keep it open
         reader = _LineReader(inbox)
-        listener = claim.ClaimListener(b"", code, str(cert), str(key), host=cfg.listen,
-                                       port=cfg.port, ttl=cfg.ttl, max_attempts=cfg.max_attempts,
-                                       allow=cfg.allow, log=_claim_log(),
-                                       before_handout=lambda ip: _ask(out, reader, ip))
         try:
-            _, port = listener.bind()
+            listener, port, cert = _bind(cfg, lambda ip: _ask(out, reader, ip))
         except OSError as exc:
-            _send(out, error=f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else
-                  f"cannot listen on {cfg.listen} port {cfg.port}: {exc.strerror}")
+            _send(out, error=str(exc))
             return
         _drop_root()
         procs.die_with_parent(parent)  # after the uid change, which clears it
-        _send(out, port=port)
+        _send(out, port=port, cert=cert)
         payload = reader.line(None)
         if not payload:
             return  # the parent gave up before minting
         signal.signal(signal.SIGTERM, lambda *_: listener.stop())
         listener.arm(payload)
         del payload
-        _send(out, expires_at=listener.expires_at)
+        _send(out, expires_at=listener.expires_at, code=listener.code)
         _send(out, **asdict(listener.serve()))
         status = 0
     finally:
         os._exit(status)
+
+
+def _bind(cfg: ClaimConfig, ask: Callable[[str], bool]) -> Tuple[claim.ClaimListener, int, str]:
+    """A listener with this claim's own key, bound: (listener, port, certificate PEM). The key's
+    files are gone when this returns; the key lives on only in the listener's TLS context."""
+    with claim.fresh_identity() as (cert, key):
+        listener = claim.ClaimListener(b"", None, cert, key, host=cfg.listen, port=cfg.port,
+                                       ttl=cfg.ttl, max_attempts=cfg.max_attempts,
+                                       allow=cfg.allow, log=_claim_log(), before_handout=ask)
+        try:
+            _, port = listener.bind()
+        except OSError as exc:
+            raise OSError(f"cannot listen on {cfg.listen} port {cfg.port}: "
+                          f"{exc.strerror or exc}") from None
+        return listener, port, Path(cert).read_text(encoding="ascii")
 
 
 class _LineReader:
@@ -233,8 +247,9 @@ def _claim_log() -> logging.Logger:
     return log
 
 
-def offer(listener: Listener, cert: Path, address: str) -> Offer:
-    der = tlspin.pem_to_der(cert.read_text(encoding="ascii"))
+def offer(listener: Listener, address: str) -> Offer:
+    """What to print: the code, and the pin and fingerprint of this claim's own certificate."""
+    der = tlspin.pem_to_der(listener.cert_pem)
     return Offer(listener.code, listener.port, listener.expires_at, tlspin.pin_of_der(der),
                  tlspin.curl_pin(der), tlspin.fingerprint_of_der(der), address)
 
@@ -245,5 +260,5 @@ def commands(o: Offer, fmt: str = "pve-exporter", output: str = "/etc/prometheus
     return [
         f"pvemond-claim {host}:{o.port} {o.code} --pin {o.pin} --format {fmt} -o {output}",
         f"curl -sS --insecure --pinnedpubkey '{o.curl_pin}' -H 'Content-Type: application/json' "
-        f"-d '{body}' 'https://{host}:{o.port}{claim.ROUTE}'",
+        f"-d '{body}' 'https://{host}:{o.port}{CLAIM_ROUTE}'",
     ]

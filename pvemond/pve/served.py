@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from pvemond import tlspin
+from pvemond.contract import PVE_PORT
 from pvemond.pve import node, strictca
 
 
@@ -115,7 +116,7 @@ def endpoints(cluster: Optional[node.Cluster], pve_dir: str) -> List[Dict[str, s
         name = custom.tls_name(ip, n.name) if custom else None
         address = name or ip
         host = f"[{address}]" if ":" in address else address
-        out.append({"name": n.name, "address": address, "url": f"https://{host}:8006/api2/json",
+        out.append({"name": n.name, "address": address, "url": f"https://{host}:{PVE_PORT}/api2/json",
                     **({"ip": ip} if name and _is_ip(ip) else {})})
     return out
 

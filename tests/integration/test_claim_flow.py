@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from harness import Bootstrap, Daemon, cli, env_for, free_port, run_cli, write_config
+from pvemond import codes, tlspin
 from pvemond.client import Client
+from pvemond.pve import strictca
 
 
 @pytest.fixture
@@ -120,4 +122,52 @@ def test_custom_certificate_is_verified_by_the_system_cas(tmp_path, node, claim_
             assert b.finish() == 0, b.stderr
     assert "no CA file: the node's certificate is verified by this host's system CAs" in r.stderr
     assert yaml.safe_load(out.read_text())["pve1"]["verify_ssl"] is True
-    assert sorted(p.name for p in out.parent.iterdir()) == ["pve.yml"]
+    assert not list(out.parent.rglob("*.pem"))  # the system's CAs: no CA file beside pve.yml
+
+
+def test_claim_listener_never_reads_the_node_keys(daemon, node, config, claim_args, tmp_path):
+    """The listener serves a key made for this claim: with pveproxy's keys gone from /etc/pve
+    (pveproxy already has its own in memory) the claim still works, and its pin is not
+    pveproxy's, so a code sent to 8006 with it never leaves the monitoring host."""
+    keys = [node.local_dir / n for n in ("pve-ssl.key", "pveproxy-ssl.key")]
+    for key in keys:
+        if key.exists():
+            key.rename(tmp_path / key.name)
+    b = Bootstrap(config, *claim_args)
+    offer = b.wait_for("claim_open")
+    assert offer["pin"] != tlspin.pin_of_der(tlspin.pem_to_der((node.local_dir / "pve-ssl.pem").read_text()))
+    assert codes.expired_since(offer["code"], offer["expires_at"] + 60 + codes.CLOCK_SKEW + 1)
+    assert codes.expired_since(offer["code"], time.time()) is None
+    r = run_cli("claim", f"127.0.0.1:{offer['port']}", offer["code"], "--pin", offer["pin"],
+                "--format", "json", "-o", str(tmp_path / "pve.json"), config=config)
+    assert r.returncode == 0, r.stderr
+    assert b.finish() == 0, b.stderr
+    assert not any(k.exists() for k in keys)
+
+
+@pytest.mark.pve(8)
+def test_stdout_config_on_a_legacy_ca_node_points_at_the_strict_copy(daemon, node, config,
+                                                                     bootstrap, tmp_path):
+    """PVE 8's cluster CA has no keyUsage, which Python 3.13+ clients reject: the config written
+    on the node points at the daemon's re-issue, which bootstrap learns from the daemon."""
+    assert strictca.lacks_key_usage(node.ca_pem)
+    r = bootstrap("--format", "pve-exporter")
+    assert r.returncode == 0, r.stderr
+    strict = strictca.strict_ca(str(node.pve_dir), str(tmp_path / "state"))
+    assert strict != node.ca_pem and not strictca.lacks_key_usage(strict)
+    assert str(strict) in r.stdout and str(node.ca_pem) not in r.stdout
+
+
+def test_a_curl_script_written_on_the_node_has_its_token_file_beside_it(daemon, node, config,
+                                                                       bootstrap, tmp_path):
+    """Both files are staged and put in place once the delivery is recorded; on stdout the
+    token file would land wherever the shell stands, so that is refused before any mint."""
+    refused = bootstrap("--token", "script", "--format", "curl")
+    assert refused.returncode == 1 and "give -o FILE" in refused.stderr
+    assert "!script" not in node.user_cfg()  # refused before the mint
+    r = bootstrap("--token", "script", "--format", "curl", "-o", str(tmp_path / "check.sh"))
+    assert r.returncode == 0, r.stderr
+    header = tmp_path / "pve-pve1-token.header"
+    assert stat.S_IMODE(header.stat().st_mode) == 0o600 and str(header) in r.stderr
+    assert str(header) in (tmp_path / "check.sh").read_text()
+    assert not list(tmp_path.glob(".*.header.*")) and not list(tmp_path.glob(".check.sh.*"))

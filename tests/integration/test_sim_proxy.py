@@ -188,10 +188,10 @@ def test_node_status_needs_sys_audit(site):
 
 
 def test_unknown_routes(site):
-    resp = site.get("/nodes/pve1/qemu", "monitor@pve!full")
-    assert (resp.status, resp.reason) == (501, "Method 'GET /nodes/pve1/qemu' not implemented")
+    resp = site.get("/nodes/pve1/ceph/status", "monitor@pve!full")
+    assert (resp.status, resp.reason) == (501, "Method 'GET /nodes/pve1/ceph/status' not implemented")
     assert site.get("/version", "monitor@pve!full", method="POST").status == 501
-    assert site.get("/nodes/pve1/qemu").status == 401  # authentication comes first
+    assert site.get("/nodes/pve1/ceph/status").status == 401  # authentication comes first
     assert site.get("/favicon.ico", base="").status == 404
 
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import sys
 from pathlib import Path
 from typing import Dict
 
 import pytest
 import yaml
 
-from harness import NODE_IP, OTHER_IP, Bootstrap, Daemon, proxy_on, run_on, write_config
-from pvesim.testing import make_node
+from harness import NODE_IP, OTHER_IP
 
 PORT = "8117"
 FQDN = "pve1.example.com"
@@ -34,8 +32,9 @@ def etc_files(prefix, files: Dict[str, str]):
         yield
     finally:
         shutil.rmtree(ns_etc)
-        if made_base:
-            base.rmdir()  # leave the machine's /etc as it was
+        if made_base:  # leave the machine's /etc as it was, unless a parallel run uses it now
+            with contextlib.suppress(OSError):
+                base.rmdir()
 
 
 # A resolver that fails at once: nothing answers DNS inside the namespace.
@@ -43,81 +42,70 @@ NO_DNS = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
 HOSTS = f"127.0.0.1 localhost\n{NODE_IP} {FQDN}\n"
 
 
-def acme_node(tmp_path, monkeypatch, **kw):
-    node = make_node(tmp_path / "node", pve=9, ip=NODE_IP, **kw)
-    node.set(auth_fail_delay=0.0, storages=[{"storage": "local", "node": "pve1"}],
-             guests=[{"vmid": 100, "name": "web", "type": "qemu", "node": "pve1"}])
-    node.install_acme_cert(["pve1", "pve2", "pve3"] if kw.get("cluster") else None)
-    monkeypatch.setenv("SSL_CERT_FILE", str(node.public_ca_pem))
-    return node
+@pytest.fixture
+def acme_node(new_node, monkeypatch):
+    """acme_node(**create_args): a seeded node whose nodes serve ACME certificates, the public
+    CA's stand-in trusted as the system's CAs are."""
+    def make(**kw):
+        node = new_node(**kw)
+        node.install_acme_cert(["pve1", "pve2", "pve3"] if kw.get("cluster") else None)
+        monkeypatch.setenv("SSL_CERT_FILE", str(node.public_ca_pem))
+        return node
+    return make
 
 
-def claim_with_check(hosts, node, tmp_path, etc: Dict[str, str]):
-    """Bootstrap (default config) and claim with --check; (claim result, bootstrap, output)."""
-    with proxy_on(hosts["node"], node.root) as url:
-        assert url == "https://127.0.0.1:8006"  # pvemond's default pveproxy_url
-        config = write_config(tmp_path / "pvemond.yaml", node, url, tmp_path,
-                              claim={"ttl": 60, "max_attempts": 5})
-        with Daemon(config, tmp_path / "daemon.log", prefix=hosts["node"]), \
-                etc_files(hosts["mon"], etc):
-            b = Bootstrap(config, "--port", PORT, prefix=hosts["node"])
-            offer = b.wait_for("claim_open")
-            out = tmp_path / "mon" / "pve.yml"
-            out.parent.mkdir()
-            r = run_on(hosts["mon"], sys.executable, "-m", "pvemond.cli.claim", f"{NODE_IP}:{PORT}",
-                       offer["code"], "--pin", offer["pin"], "--format", "pve-exporter", "-o",
-                       str(out), "--check", config=config)
-            assert b.finish() == 0, b.stderr
-    return r, b, out
+@pytest.fixture
+def claim_with_check(serve_node, claim_on_mon, hosts, tmp_path):
+    """claim_with_check(node, etc): bootstrap (default config) and claim with --check while the
+    monitoring host's /etc holds `etc`; (claim result, bootstrap, output)."""
+    def run(node, etc: Dict[str, str]):
+        out = tmp_path / "mon" / "pve.yml"
+        out.parent.mkdir()
+        with serve_node(node) as served, etc_files(hosts["mon"], etc):
+            assert served.url == "https://127.0.0.1:8006"  # pvemond's default pveproxy_url
+            r, b, rc = claim_on_mon(served.config, PORT, "--format", "pve-exporter", "-o", str(out), "--check")
+        assert rc == 0, b.stderr
+        return r, b, out
+    return run
 
 
 @pytest.mark.parametrize("cluster", [None, "prod"], ids=["standalone", "cluster"])
-def test_acme_node_default_config_check_green(hosts, tmp_path, monkeypatch, cluster):
-    node = acme_node(tmp_path, monkeypatch, cluster=cluster)
-    r, b, out = claim_with_check(hosts, node, tmp_path, {"hosts": HOSTS, "resolv.conf": NO_DNS})
+def test_acme_node_default_config_check_green(acme_node, claim_with_check, cluster):
+    node = acme_node(cluster=cluster)
+    r, b, out = claim_with_check(node, {"hosts": HOSTS, "resolv.conf": NO_DNS})
     assert r.returncode == 0, r.stderr
     assert f"check: https://{FQDN}:8006/api2/json: Proxmox VE" in r.stderr
     [module] = yaml.safe_load(out.read_text()).values()  # named pve1, or the cluster's name
     assert module["verify_ssl"] is True  # system CAs, no CA file
-    assert sorted(p.name for p in out.parent.iterdir()) == ["pve.yml"]
+    assert not list(out.parent.rglob("*.pem"))  # no CA file: the system's CAs verify
     assert "monitoring@pve!monitoring" in node.user_cfg()  # verified, so kept
     assert "IP address mismatch" not in b.stderr
 
 
-def test_cluster_payload_names_every_node_by_its_certificate(hosts, tmp_path, monkeypatch):
-    node = acme_node(tmp_path, monkeypatch, cluster="prod")
-    with proxy_on(hosts["node"], node.root) as url:
-        config = write_config(tmp_path / "pvemond.yaml", node, url, tmp_path,
-                              claim={"ttl": 60, "max_attempts": 5})
-        with Daemon(config, tmp_path / "daemon.log", prefix=hosts["node"]):
-            b = Bootstrap(config, "--port", PORT, prefix=hosts["node"])
-            offer = b.wait_for("claim_open")
-            out = tmp_path / "pve.json"
-            r = run_on(hosts["mon"], sys.executable, "-m", "pvemond.cli.claim", f"{NODE_IP}:{PORT}",
-                       offer["code"], "--pin", offer["pin"], "--format", "json", "-o", str(out),
-                       config=config)
-            assert r.returncode == 0, r.stderr
-            assert b.finish() == 0, b.stderr
+def test_cluster_payload_names_every_node_by_its_certificate(acme_node, serve_node, claim_on_mon, tmp_path):
+    node = acme_node(cluster="prod")
+    out = tmp_path / "pve.json"
+    with serve_node(node) as served:
+        r, b, rc = claim_on_mon(served.config, PORT, "--format", "json", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert rc == 0, b.stderr
     payload = yaml.safe_load(out.read_text())
     urls = [n["url"] for n in payload["nodes"]]
     assert urls == [f"https://pve{i}.example.com:8006/api2/json" for i in (1, 2, 3)], payload["nodes"]
     assert payload["trust"] == "system"
 
 
-def test_check_says_what_to_add_when_the_name_does_not_resolve(hosts, tmp_path, monkeypatch):
-    node = acme_node(tmp_path, monkeypatch)
-    r, _, out = claim_with_check(hosts, node, tmp_path,
-                                 {"hosts": "127.0.0.1 localhost\n", "resolv.conf": NO_DNS})
+def test_check_says_what_to_add_when_the_name_does_not_resolve(acme_node, claim_with_check):
+    r, _, out = claim_with_check(acme_node(), {"hosts": "127.0.0.1 localhost\n", "resolv.conf": NO_DNS})
     assert r.returncode == 11
     assert (f"check failed: this host cannot resolve {FQDN}, the name the node's certificate "
             f"covers: add it to DNS or add the line '{NODE_IP} {FQDN}' to /etc/hosts") in r.stderr
     assert out.exists()  # the config is written; only the name is missing here
 
 
-def test_check_says_what_to_fix_when_the_name_points_elsewhere(hosts, tmp_path, monkeypatch):
-    node = acme_node(tmp_path, monkeypatch)
+def test_check_says_what_to_fix_when_the_name_points_elsewhere(acme_node, claim_with_check):
     stale = f"127.0.0.1 localhost\n{OTHER_IP} {FQDN}\n"  # an old address: nothing on 8006 there
-    r, _, _ = claim_with_check(hosts, node, tmp_path, {"hosts": stale, "resolv.conf": NO_DNS})
+    r, _, _ = claim_with_check(acme_node(), {"hosts": stale, "resolv.conf": NO_DNS})
     assert r.returncode == 11
     assert (f"check failed: this host cannot reach {FQDN} port 8006 (the name the node's "
             f"certificate covers; the node's address is {NODE_IP}): point {FQDN} at {NODE_IP} in "

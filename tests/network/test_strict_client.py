@@ -8,8 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from harness import NODE_IP, Bootstrap, Daemon, proxy_on, run_on, write_config
-from pvesim.testing import make_node
+from harness import NODE_IP
 from strict_python import python313
 
 PORT = "8118"
@@ -17,23 +16,15 @@ PORT = "8118"
 
 @pytest.mark.parametrize("kind", [dict(pve=8), dict(pve=9, ca_key_usage=False)],
                          ids=["pve8", "pve9-upgraded"])
-def test_python313_claim_check_against_a_legacy_ca_cluster(hosts, tmp_path, kind):
+def test_python313_claim_check_against_a_legacy_ca_cluster(new_node, serve_node, claim_on_mon, tmp_path, kind):
     interpreter = python313()
-    node = make_node(tmp_path / "node", ip=NODE_IP, cluster="prod", **kind)
-    node.set(auth_fail_delay=0.0, storages=[{"storage": "local", "node": "pve1"}],
-             guests=[{"vmid": 100, "name": "web", "type": "qemu", "node": "pve1"}])
-    with proxy_on(hosts["node"], node.root) as url:
-        config = write_config(tmp_path / "pvemond.yaml", node, url, tmp_path,
-                              claim={"ttl": 60, "max_attempts": 5})
-        with Daemon(config, tmp_path / "daemon.log", prefix=hosts["node"]):
-            b = Bootstrap(config, "--port", PORT, prefix=hosts["node"])
-            offer = b.wait_for("claim_open")
-            out = tmp_path / "mon" / "pve.yml"
-            out.parent.mkdir()
-            r = run_on(hosts["mon"], interpreter, "-m", "pvemond.cli.claim", f"{NODE_IP}:{PORT}",
-                       offer["code"], "--pin", offer["pin"], "--format", "pve-exporter", "-o",
-                       str(out), "--check", config=config)
-            assert b.finish() == 0, b.stderr
+    node = new_node(cluster="prod", **kind)
+    out = tmp_path / "mon" / "pve.yml"
+    out.parent.mkdir()
+    with serve_node(node) as served:
+        r, b, rc = claim_on_mon(served.config, PORT, "--format", "pve-exporter", "-o", str(out), "--check",
+                                python=interpreter)
+    assert rc == 0, b.stderr
     assert r.returncode == 0, r.stderr
     assert f"check: https://{NODE_IP}:8006/api2/json: Proxmox VE" in r.stderr
     [module] = yaml.safe_load(out.read_text()).values()

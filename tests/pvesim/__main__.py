@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     proxy = sub.add_parser("proxy", help="run the pveproxy stand-in for the node under ROOT")
     proxy.add_argument("root", type=Path)
     proxy.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT or [V6]:PORT (default %(default)s)")
+    proxy.add_argument("--node", help="answer as this cluster node (its certificate, `local`); "
+                                      "default: the node ROOT belongs to")
     return parser
 
 
@@ -42,7 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     from .proxy import serve
 
-    return serve(args.root.resolve(), args.listen)
+    return serve(args.root.resolve(), args.listen, args.node)
 
 
 if __name__ == "__main__":

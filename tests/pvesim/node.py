@@ -51,15 +51,18 @@ def _peer_ip(ip: str, offset: int = 1) -> str:
         return "198.51.100.11"
 
 
-def _cluster_layout(name: str, nodename: str, ip: str) -> Dict[str, Any]:
-    """pve1(ip) online, a second node online with the next address, a third offline without ip."""
+def _cluster_layout(name: str, nodename: str, ip: str, all_online: bool = False) -> Dict[str, Any]:
+    """pve1(ip) online, a second node online with the next address, a third offline without ip
+    (all_online: the third online too, at the address after the second's)."""
     peers = [n for n in ("pve1", "pve2", "pve3") if n != nodename][:2]
+    third = {"name": peers[1], "id": 3, "online": 1, "ip": _peer_ip(ip, 2)} if all_online else \
+        {"name": peers[1], "id": 3, "online": 0}
     return {
         "name": name, "clinfo_version": 5, "config_version": 3,
         "nodes": [
             {"name": nodename, "id": 1, "online": 1, "ip": ip},
             {"name": peers[0], "id": 2, "online": 1, "ip": _peer_ip(ip)},
-            {"name": peers[1], "id": 3, "online": 0},
+            third,
         ],
     }
 
@@ -97,13 +100,16 @@ class SimNode:
     def create(cls, root: "str | os.PathLike[str]", *, pve: int = 9, pve_version: Optional[str] = None,
                access_control: Optional[str] = None, hostname: str = "pve1", ip: str = "192.0.2.10",
                domain: Optional[str] = "example.com", cluster: Optional[str] = None, ca_bits: int = 4096,
-               python: Optional[str] = None, ca_key_usage: Optional[bool] = None) -> "SimNode":
+               python: Optional[str] = None, ca_key_usage: Optional[bool] = None,
+               all_online: bool = False) -> "SimNode":
         """ca_key_usage: whether the cluster CA has keyUsage; default as a fresh install of that
-        major (PVE 9: yes); False on PVE 9 is a cluster installed before pve-cluster 9.1.2."""
+        major (PVE 9: yes); False on PVE 9 is a cluster installed before pve-cluster 9.1.2.
+        all_online: a cluster's three nodes all online at ip, ip+1, ip+2 (default: the third is
+        offline)."""
         root = Path(root).resolve()
         defaults = PVE_DEFAULTS[9 if pve >= 9 else 8]
         nodename = hostname.split(".")[0]
-        layout = _cluster_layout(cluster, nodename, ip) if cluster else None
+        layout = _cluster_layout(cluster, nodename, ip, all_online) if cluster else None
         settings = {
             **DEFAULT_SETTINGS,
             "pve_version": pve_version or defaults["pve_version"],
@@ -331,15 +337,21 @@ class SimNode:
         self.set(pmxcfs=True)
 
     # -- proxy ----------------------------------------------------------------------
-    def start_proxy(self, host: str = "127.0.0.1", port: int = 0) -> "ProxyProcess":
-        return ProxyProcess(self, host, port).start()
+    def start_proxy(self, host: str = "127.0.0.1", port: int = 0, node: Optional[str] = None) -> "ProxyProcess":
+        """node: answer as that cluster node (its certificate, `local`); default this node."""
+        return ProxyProcess(self, host, port, node).start()
+
+    def cluster_nodes(self) -> List[Dict[str, Any]]:
+        """[{name, id, online, ip?}] of the cluster layout, or this node alone."""
+        cluster = self.settings().get("cluster")
+        return cluster["nodes"] if cluster else [{"name": self.nodename, "id": 0, "online": 1, "ip": self.ip}]
 
 
 class ProxyProcess:
     """`python -m pvesim proxy ROOT` as a child process; stderr goes to var/lib/pvesim/proxy.log."""
 
-    def __init__(self, node: SimNode, host: str, port: int) -> None:
-        self.node = node
+    def __init__(self, node: SimNode, host: str, port: int, as_node: Optional[str] = None) -> None:
+        self.node, self.as_node = node, as_node
         self.listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.url = ""
         self.log_path = node.state.sim_dir / "proxy.log"
@@ -350,7 +362,8 @@ class ProxyProcess:
             [str(TESTS_DIR)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [self.node.python, "-m", "pvesim", "proxy", str(self.node.root), "--listen", self.listen],
+                [self.node.python, "-m", "pvesim", "proxy", str(self.node.root), "--listen", self.listen,
+                 *(["--node", self.as_node] if self.as_node else [])],
                 stdout=subprocess.PIPE, stderr=log, env=env,
             )
         assert self.proc.stdout is not None

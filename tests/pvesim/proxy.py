@@ -1,11 +1,12 @@
 """The pveproxy stand-in: HTTPS + API tokens over the simulated node's files (pveum.md §6).
 
 Every request re-reads user.cfg, token.cfg, .members and settings.json, so a test sees
-its changes at once. Routes (all GET, under /api2/json):
-  /version, /access/permissions, /nodes, /nodes/<node>/status, /cluster/resources.
+its changes at once. The GET routes are in routes.py (api_cluster.py, api_nodes.py).
 Other paths under /api2/json answer 501 "Method 'GET /x' not implemented" once the
 caller is authenticated (auth comes first, as in pve-http-server); paths outside
 /api2/json answer 404, except GET / (the GUI page, no auth needed).
+One server answers as one node (`node`, default the .members nodename): its certificate,
+`local` in /cluster/status. A cluster runs one per node, each on that node's address.
 """
 from __future__ import annotations
 
@@ -18,190 +19,26 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from . import auth, certs, names, perms
-from .members import node_list, parse_members
+from . import auth
 from .privileges import for_major
-from .pvecfg import read_pvecfg
+from .request import ApiError, Request
+from .routes import dispatch
 from .state import NodeState, version_tuple
-from .usercfg import UserConfig, read_token_cfg, read_user_config
+from .usercfg import read_token_cfg, read_user_config
 
 API_BASE = "/api2/json"
 SERVER_NAME = "pve-api-daemon/3.0"
-KERNELS = {8: "6.8.12-5-pve", 9: "6.17.2-1-pve"}
-BOOT_TIME = time.time() - 86400 * 3 - 4242
-NODE_STATS = {"cpu": 0.0123, "maxcpu": 8, "mem": 3221225472, "maxmem": 17179869184,
-              "disk": 5368709120, "maxdisk": 107374182400}
 
 
-class ApiError(Exception):
-    """An error response: status, message (reason phrase), optional per-parameter errors."""
-
-    def __init__(self, status: int, message: str, errors: Optional[Dict[str, str]] = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.errors = status, message, errors
-
-
-def perm_denied(path: str, priv: str) -> ApiError:
-    return ApiError(403, f"Permission check failed ({path}, {priv})\n")
-
-
-def choose_cert(state: NodeState) -> Tuple[Path, Path]:
-    """pveproxy-ssl.pem/.key if BOTH exist, else pve-ssl.pem/.key (pveproxy.pm init)."""
-    local = state.pve_dir / "local"
+def choose_cert(state: NodeState, node: Optional[str] = None) -> Tuple[Path, Path]:
+    """pveproxy-ssl.pem/.key if BOTH exist, else pve-ssl.pem/.key (pveproxy.pm init), from the
+    node's own directory (/etc/pve/local on the node itself)."""
+    local = state.pve_dir / ("local" if node is None else f"nodes/{node}")
     custom = (local / "pveproxy-ssl.pem", local / "pveproxy-ssl.key")
     return custom if all(p.exists() for p in custom) else (local / "pve-ssl.pem", local / "pve-ssl.key")
-
-
-# -- request context ----------------------------------------------------------------
-class Request:
-    """One authenticated API call: who, the node's current files, the query."""
-
-    def __init__(self, state: NodeState, who: str, cfg: UserConfig, query: Dict[str, str]) -> None:
-        self.state, self.who, self.cfg, self.query = state, who, cfg, query
-        self.settings = state.settings()
-        self.major = version_tuple(str(self.settings["pve_version"]))[0]
-
-    def can(self, path: str, priv: str) -> bool:
-        return perms.has_privs(self.cfg, self.who, path, [priv])
-
-    def require(self, path: str, priv: str) -> None:
-        if not self.can(path, priv):
-            raise perm_denied(path, priv)
-
-    def nodes(self) -> List[Dict[str, Any]]:
-        return node_list(parse_members(self.state.members.read_text(encoding="utf-8")))
-
-    def fingerprint(self, node: str) -> Optional[str]:
-        """Cluster.pm get_node_fingerprint: pveproxy-ssl.pem if it exists (key unchecked)."""
-        node_dir = self.state.pve_dir / "nodes" / node
-        for name in ("pveproxy-ssl.pem", "pve-ssl.pem"):
-            if (node_dir / name).exists():
-                return certs.fingerprint(node_dir / name)
-        return None
-
-
-def _node_entry(req: Request, node: Dict[str, Any], with_type_id: bool) -> Dict[str, Any]:
-    """API2Tools::extract_node_stats: stats only for online nodes and with Sys.Audit."""
-    name = node["name"]
-    entry: Dict[str, Any] = {"id": f"node/{name}", "node": name, "type": "node",
-                             "status": "online" if node.get("online") else "offline"}
-    if node.get("online"):
-        entry["level"] = ""
-        if req.can(f"/nodes/{name}", "Sys.Audit"):
-            entry.update(NODE_STATS, uptime=int(time.time() - BOOT_TIME))
-    if not with_type_id:
-        fp = req.fingerprint(name)
-        if fp:
-            entry["ssl_fingerprint"] = fp
-    return entry
-
-
-# -- routes -------------------------------------------------------------------------
-def get_version(req: Request) -> Dict[str, str]:
-    return read_pvecfg(req.state.root / "usr" / "share" / "perl5" / "PVE" / "pvecfg.pm")
-
-
-def get_permissions(req: Request) -> Dict[str, Dict[str, int]]:
-    """AccessControl.pm permissions: self or an owned token freely, anyone else with Sys.Audit."""
-    userid = req.query.get("userid") or req.who
-    if not names.USERID_OR_TOKEN_RE.fullmatch(userid):
-        raise ApiError(400, "Parameter verification failed.\n", {"userid": "value does not match the regex pattern"})
-    owner = names.try_split_tokenid(userid)
-    if userid != req.who and not (owner and owner[0] == req.who):
-        req.require("/access", "Sys.Audit")
-    path = req.query.get("path")
-    return perms.permission_dump(req.cfg, userid, path if names.perl_true(path) else None)
-
-
-def get_nodes(req: Request) -> List[Dict[str, Any]]:
-    return [_node_entry(req, node, with_type_id=False) for node in req.nodes()]
-
-
-def get_node_status(req: Request, node: str) -> Dict[str, Any]:
-    req.require(f"/nodes/{node}", "Sys.Audit")
-    known = {n["name"]: n for n in req.nodes()}
-    if node not in known:
-        raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address info for: {node}: "
-                            "Name or service not known\n")
-    if not known[node].get("online"):
-        raise ApiError(595, "No route to host")
-    info = get_version(req)
-    kernel = KERNELS[9 if req.major >= 9 else 8]
-    mem_total, mem_used = NODE_STATS["maxmem"], NODE_STATS["mem"]
-    return {
-        "uptime": int(time.time() - BOOT_TIME), "cpu": NODE_STATS["cpu"], "wait": 0.0005, "idle": 0,
-        "loadavg": ["0.12", "0.10", "0.08"], "kversion": f"Linux {kernel} #1 SMP PREEMPT_DYNAMIC PMX",
-        "pveversion": f"pve-manager/{info['version']}/{info['repoid']}",
-        "cpuinfo": {"cpus": NODE_STATS["maxcpu"], "cores": 4, "sockets": 1, "model": "Simulated CPU", "mhz": "2400.000"},
-        "memory": {"total": mem_total, "used": mem_used, "free": mem_total - mem_used},
-        "swap": {"total": 0, "used": 0, "free": 0},
-        "rootfs": {"total": NODE_STATS["maxdisk"], "used": NODE_STATS["disk"],
-                   "avail": NODE_STATS["maxdisk"] - NODE_STATS["disk"], "free": NODE_STATS["maxdisk"] - NODE_STATS["disk"]},
-        "ksm": {"shared": 0}, "boot-info": {"mode": "efi", "secureboot": 0},
-    }
-
-
-RESOURCE_TYPES = ("vm", "storage", "node", "sdn")
-
-
-def get_cluster_resources(req: Request) -> List[Dict[str, Any]]:
-    """Nodes always (stats need Sys.Audit); guests need VM.Audit, storage Datastore.Audit."""
-    want = req.query.get("type")
-    if want is not None and want not in RESOURCE_TYPES:
-        raise ApiError(400, "Parameter verification failed.\n", {
-            "type": f"value '{want}' does not have a value in the enumeration '{', '.join(RESOURCE_TYPES)}'"})
-    result: List[Dict[str, Any]] = []
-    if want in (None, "vm"):
-        for guest in req.settings.get("guests") or []:
-            if req.can(f"/vms/{guest['vmid']}", "VM.Audit"):
-                result.append(_guest_entry(guest))
-    if want in (None, "storage"):
-        for store in req.settings.get("storages") or []:
-            if req.can(f"/storage/{store['storage']}", "Datastore.Audit"):
-                result.append(_storage_entry(store))
-    if want in (None, "node"):
-        result.extend(_node_entry(req, node, with_type_id=True) for node in req.nodes())
-    return result
-
-
-def _guest_entry(guest: Dict[str, Any]) -> Dict[str, Any]:
-    kind = guest.get("type", "qemu")
-    return {
-        "id": f"{kind}/{guest['vmid']}", "type": kind, "vmid": int(guest["vmid"]), "name": guest.get("name", ""),
-        "node": guest.get("node", ""), "status": guest.get("status", "running"), "template": 0,
-        "maxcpu": 2, "cpu": 0.01, "maxmem": 2147483648, "mem": 1073741824, "maxdisk": 34359738368, "disk": 0,
-        "uptime": 3600, "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0,
-    }
-
-
-def _storage_entry(store: Dict[str, Any]) -> Dict[str, Any]:
-    return {
-        "id": f"storage/{store.get('node', '')}/{store['storage']}", "type": "storage",
-        "storage": store["storage"], "node": store.get("node", ""), "status": "available",
-        "plugintype": store.get("plugintype", "dir"), "content": store.get("content", "backup,iso,vztmpl"),
-        "shared": int(store.get("shared", 0)), "disk": 5368709120, "maxdisk": 107374182400,
-    }
-
-
-Route = Callable[..., Any]
-ROUTES: List[Tuple[str, "re.Pattern[str]", Route]] = [
-    ("GET", re.compile(r"/version"), get_version),
-    ("GET", re.compile(r"/access/permissions"), get_permissions),
-    ("GET", re.compile(r"/nodes"), get_nodes),
-    ("GET", re.compile(r"/nodes/([A-Za-z0-9\.\-_]+)/status"), get_node_status),
-    ("GET", re.compile(r"/cluster/resources"), get_cluster_resources),
-]
-
-
-def dispatch(method: str, rel: str, req: Request) -> Any:
-    for route_method, pattern, handler in ROUTES:
-        m = pattern.fullmatch(rel)
-        if m and route_method == method:
-            return handler(req, *m.groups())
-    raise ApiError(501, f"Method '{method} {rel}' not implemented")
 
 
 # -- HTTP plumbing ------------------------------------------------------------------
@@ -246,7 +83,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:
-            data = dispatch(method, rel, Request(state, who, cfg, query))
+            data = dispatch(method, rel, Request(state, who, cfg, query, self.server.node))
         except ApiError as err:
             self._send_json(err.status, {"data": None, "message": err.message,
                                          **({"errors": err.errors} if err.errors else {})}, err.message)
@@ -303,10 +140,11 @@ class ProxyServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, root: Path, host: str, port: int) -> None:
+    def __init__(self, root: Path, host: str, port: int, node: Optional[str] = None) -> None:
         self.state = NodeState(root)
+        self.node = node  # the node this server answers as; None: the .members nodename
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        cert, key = choose_cert(self.state)
+        cert, key = choose_cert(self.state, node)
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.tls.load_cert_chain(str(cert), str(key))
         self.cert_path = cert
@@ -338,12 +176,12 @@ def url_of(server: ProxyServer) -> str:
     return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
-def serve(root: Path, listen: str) -> int:
+def serve(root: Path, listen: str, node: Optional[str] = None) -> int:
     """Bind, print the URL as the first stdout line, serve until SIGTERM/SIGINT."""
     import signal
 
     host, port = parse_listen(listen)
-    server = ProxyServer(root, host, port)
+    server = ProxyServer(root, host, port, node)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

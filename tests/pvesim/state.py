@@ -33,8 +33,13 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # False: pve-cluster is stopped (SimNode.stop_pmxcfs): /etc/pve is empty, pveum exits 111.
     "pmxcfs": True,
     "fail_next": [],
+    # [{vmid, name, type: qemu|lxc, node, status?, onboot?, tags?, lock?, hastate?, template?,
+    #   backup? (covered by a backup job), config? (extra config keys)}]
     "guests": [],
-    "storages": [],
+    "storages": [],  # [{storage, node, plugintype?, content?, shared?}]
+    "replication": [],  # [{guest, target, jobnum?, schedule?, fail_count?, error?}]
+    "subscription": None,  # null: no key (notfound); else the key's fields over an active one
+    "qdevice": {},  # /cluster/config/qdevice: {} is no qdevice
 }
 # settings.json also records facts from creation (nodename, ip, domain, cluster, python):
 # informational, read by SimNode, not knobs.

@@ -38,7 +38,8 @@ apt update
 apt install pvemond
 """
 CLIENT_MODULES = {"__init__.py", "cli/__init__.py", "cli/claim.py", "codes.py", "formats.py",
-                  "files.py", "tlspin.py", "names.py", "pve/__init__.py", "pve/api.py"}
+                  "files.py", "tlspin.py", "names.py", "contract.py", "pveyml.py", "hostfiles.py",
+                  "prometheus.py", "pve/__init__.py", "pve/api.py"}
 # GET one path of the daemon's API over its unix socket: python3 -c API_GET SOCKET PATH.
 API_GET = r"""
 import http.client, json, socket, sys

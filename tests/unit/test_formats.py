@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pvemond.formats import FORMATS, HEADER, FormatError, module_name, render
+from pvemond.formats import FORMATS, HEADER, FormatError, module_name, render, render_files
 
 if sys.version_info >= (3, 11):
     import tomllib  # part of the stdlib from 3.11 on: a missing one must fail, not skip
@@ -203,11 +203,21 @@ WITHOUT_PROD = HEAD[:-len("# prod cluster (old, hand-written)\n")] + TAIL[1:]
 def test_merge_replaces_our_module_and_keeps_every_other_byte():
     out = exporter(existing=EXISTING)
     assert out.startswith(HEAD) and out.endswith(TAIL)
-    assert out[len(HEAD):len(out) - len(TAIL)] == exporter()  # exactly the fresh block between
+    # the fresh block between, with the user's comment inside prod kept (see test_pveyml.py)
+    assert out[len(HEAD):len(out) - len(TAIL)] == exporter() + "  # a comment inside prod\n"
     expected = yaml.safe_load(EXISTING)
     expected["prod"] = yaml.safe_load(exporter())["prod"]
     assert yaml.safe_load(out) == expected
-    assert "00000000" not in out and "a comment inside prod" not in out
+    assert "00000000" not in out and "old@pve" not in out
+
+
+def test_merge_keeps_keys_the_user_added_to_our_module():
+    first = exporter(existing=EXISTING.replace("  # a comment inside prod\n",
+                                               "  timeout: 20  # slow link\n"))
+    assert yaml.safe_load(first)["prod"]["timeout"] == 20 and "  timeout: 20  # slow link\n" in first
+    rotated = exporter(make_payload(secret="11111111-2222-3333-4444-555555555555"), existing=first)
+    assert yaml.safe_load(rotated)["prod"] == {**yaml.safe_load(first)["prod"],
+                                               "token_value": "11111111-2222-3333-4444-555555555555"}
 
 
 def test_merge_is_idempotent_and_rotation_changes_one_line():
@@ -413,25 +423,87 @@ def test_telegraf_refuses_dollar_which_it_would_substitute(secret, ca, field):
 
 
 # ---------------------------------------------------------------------------------------------
-# zabbix: the template's macros, YAML
+# zabbix: a zabbix_export document the 6.0/7.0 frontend imports, checked against the format
+
+# The parts of the 6.0 export format (Zabbix manual, "Configuration export/import", hosts) this
+# document uses: each key, whether the import requires it, and its type or allowed values.
+ZABBIX_SCHEMA = {
+    "zabbix_export": (True, {
+        "version": (True, {"6.0"}),
+        "groups": (True, [{"uuid": (True, "uuid4"), "name": (True, str)}]),
+        "hosts": (True, [{
+            "host": (True, "hostname"), "name": (False, str),
+            "templates": (False, [{"name": (True, str)}]),
+            "groups": (True, [{"name": (True, str)}]),
+            "interfaces": (False, [{"useip": (False, {"YES", "NO"}), "ip": (False, str),
+                                    "dns": (False, str), "interface_ref": (True, str)}]),
+            "macros": (False, [{"macro": (True, "macro"), "value": (False, str),
+                                "type": (False, {"TEXT", "SECRET_TEXT", "VAULT"})}]),
+            "description": (False, str),
+            "inventory_mode": (False, {"DISABLED", "MANUAL", "AUTOMATIC"}),
+        }]),
+    }),
+}
+_ZABBIX_PATTERNS = {"uuid4": r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}",
+                    "hostname": r"[0-9A-Za-z_. -]+", "macro": r"\{\$[A-Z0-9_.]+\}"}
+
+
+def check_schema(doc, schema, where="") -> None:
+    import re
+    if isinstance(schema, dict):
+        assert isinstance(doc, dict), where
+        assert set(doc) <= set(schema), f"{where}: unknown keys {set(doc) - set(schema)}"
+        for key, (required, sub) in schema.items():
+            assert key in doc or not required, f"{where}.{key} is required"
+            if key in doc:
+                check_schema(doc[key], sub, f"{where}.{key}")
+    elif isinstance(schema, list):
+        assert isinstance(doc, list) and doc, where
+        for i, item in enumerate(doc):
+            check_schema(item, schema[0], f"{where}[{i}]")
+    elif isinstance(schema, set):
+        assert doc in schema, f"{where}: {doc!r} not one of {schema}"
+    elif schema is str:
+        assert isinstance(doc, str) and doc, where
+    else:
+        assert isinstance(doc, str) and re.fullmatch(_ZABBIX_PATTERNS[schema], doc), where
+
+
+def zabbix_host(text: str) -> dict:
+    doc = yaml.safe_load(text)
+    check_schema(doc, ZABBIX_SCHEMA)
+    (host,) = doc["zabbix_export"]["hosts"]
+    return host
+
 
 def macros(text: str) -> dict[str, tuple[str, str]]:
-    doc = yaml.safe_load(text)
-    assert list(doc) == ["macros"]
-    return {m["macro"]: (m["value"], m["type"]) for m in doc["macros"]}
+    return {m["macro"]: (m["value"], m["type"]) for m in zabbix_host(text)["macros"]}
 
 
-def test_zabbix_macros_for_the_template():
+def test_zabbix_is_an_export_document_with_a_host_linked_to_the_template():
     text = render("zabbix", make_payload(), ca_path=CA)
+    host = zabbix_host(text)
+    assert host["host"] == "pve-prod" and host["templates"] == [{"name": "Proxmox VE by HTTP"}]
+    assert host["interfaces"] == [{"useip": "YES", "ip": "192.0.2.10", "interface_ref": "if1"}]
     assert macros(text) == {
         "{$PVE.URL.HOST}": ("192.0.2.10", "TEXT"),
         "{$PVE.URL.PORT}": ("8006", "TEXT"),
         "{$PVE.TOKEN.ID}": ("monitoring@pve!monitoring", "TEXT"),
         "{$PVE.TOKEN.SECRET}": (SECRET, "SECRET_TEXT"),
     }
-    assert len(yaml.safe_load(text)["macros"]) == 4
-    assert "Zabbix has no CA macro" in text and "update-ca-certificates" in text
+    assert "update-ca-certificates" in text and "verify_peer/verify_host: 'YES'" in text
     assert "192.0.2.11, 192.0.2.12" in text  # the other nodes, for failover
+    assert render("zabbix", make_payload(), ca_path=CA) == text  # the same uuid every time
+
+
+def test_zabbix_schema_check_can_fail():
+    doc = yaml.safe_load(render("zabbix", make_payload(), ca_path=CA))
+    doc["zabbix_export"]["hosts"][0]["macros"][1]["type"] = "SECRET"
+    with pytest.raises(AssertionError, match="not one of"):
+        check_schema(doc, ZABBIX_SCHEMA)
+    del doc["zabbix_export"]["hosts"][0]["groups"]
+    with pytest.raises(AssertionError, match="groups is required"):
+        check_schema(doc, ZABBIX_SCHEMA)
 
 
 def test_zabbix_hostile_values_and_the_trust_command():
@@ -446,11 +518,15 @@ def test_zabbix_hostile_values_and_the_trust_command():
         HOSTILE_CA, "/usr/local/share/ca-certificates/pve-prod.crt"]
 
 
-def test_zabbix_ipv6_host_is_bracketed_for_the_url():
+def test_zabbix_ipv6_and_dns_names():
     payload = make_payload(cluster=None, nodes=[node(0, "2001:db8::10")])
     text = render("zabbix", payload, ca_path=CA)
     assert macros(text)["{$PVE.URL.HOST}"][0] == "[2001:db8::10]"
+    assert zabbix_host(text)["interfaces"][0]["ip"] == "2001:db8::10"
     assert "Other nodes" not in text and "/pve-pve1.crt" in text  # standalone: named by node
+    named = render("zabbix", make_payload(nodes=[node(0, "pve1.example.org")]), ca_path=CA)
+    assert zabbix_host(named)["interfaces"] == [
+        {"useip": "NO", "dns": "pve1.example.org", "interface_ref": "if1"}]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,41 +576,72 @@ def test_json_is_the_payload_plus_ca_path_sorted():
 
 
 # ---------------------------------------------------------------------------------------------
-# curl: shell lines, run against a stand-in curl
+# curl: a script and a 0600 token header, run against a stand-in curl (real curl: integration)
 
-def curl_calls(text: str, shell: list[str]) -> list[list[str]]:
-    # A curl function prints its arguments NUL-separated, one call per record.
-    script = 'curl() { printf "%s\\0" "$@"; printf "\\1\\0"; }\n' + text
-    proc = subprocess.run(_shell(shell) + ["-c", script], capture_output=True, check=True)
-    calls, cur = [], []
-    for word in proc.stdout.decode().split("\0")[:-1]:
-        if word == "\1":
-            calls.append(cur)
-            cur = []
+def curl_files(payload: dict, ca: str | None, directory: Path) -> tuple[str, str, str]:
+    (header, script) = render_files("curl", payload, ca_path=ca, directory=str(directory))
+    assert header.mode == 0o600 and script.path is None
+    assert header.path == str(directory / "pve-prod-token.header")
+    return header.path, header.text, script.text
+
+
+FAKE_CURL = """#!/bin/sh
+printf '%s\\0' "$@" >> "$CALLS"; printf '\\1\\0' >> "$CALLS"
+case "$*" in *192.0.2.11*) printf 401; exit 22;; esac
+printf 200
+"""
+
+
+def run_curl_script(tmp_path: Path, script: str, shell: str = "sh"):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "curl").write_text(FAKE_CURL)
+    (bin_dir / "curl").chmod(0o755)
+    (tmp_path / "check.sh").write_text(script)
+    calls = tmp_path / "calls"
+    proc = subprocess.run([shell, str(tmp_path / "check.sh")], capture_output=True, text=True,
+                          env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls)})
+    words = calls.read_text().split("\0")[:-1] if calls.exists() else []
+    argv, out = [], []
+    for w in words:
+        if w == "\1":
+            out.append(argv)
+            argv = []
         else:
-            cur.append(word)
-    return calls
+            argv.append(w)
+    return proc, out
 
 
-@pytest.mark.parametrize("shell", [["sh"], ["bash"]], ids=" ".join)
+@pytest.mark.parametrize("shell", ["sh", "bash"])
 @pytest.mark.parametrize("hostile", [False, True], ids=["plain", "hostile"])
-def test_curl_lines(shell, hostile):
+def test_curl_script_reads_the_token_from_its_file(tmp_path: Path, shell, hostile):
     payload, ca = (hostile_payload(), HOSTILE_CA) if hostile else (make_payload(), CA)
-    calls = curl_calls(render("curl", payload, ca_path=ca), shell)
-    assert calls == [["--cacert", ca, "-H", f"Authorization: PVEAPIToken={payload['token_string']}",
-                      n["url"] + "/version"] for n in payload["nodes"]]
+    header_path, header, script = curl_files(payload, ca, tmp_path)
+    assert header == f"Authorization: PVEAPIToken={payload['token_string']}\n"
+    Path(header_path).write_text(header)
+    proc, calls = run_curl_script(tmp_path, script, shell)
+    assert calls == [["-fsS", "--cacert", ca, "-H", f"@{header_path}", "-o", "/dev/null",
+                      "-w", "%{http_code}", n["url"] + "/version"] for n in payload["nodes"]]
+    assert payload["secret"] not in script
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        f"OK      pve1 HTTP 200 {payload['nodes'][0]['url']}/version",
+        f"FAILED  pve2 HTTP 401 {payload['nodes'][1]['url']}/version",
+        f"OK      pve3 HTTP 200 {payload['nodes'][2]['url']}/version"]
 
 
-def test_curl_survives_paste_into_interactive_bash(tmp_path: Path):
-    payload = hostile_payload()
-    script = 'curl() { printf "%s\\0" "$@"; }\n' + render("curl", payload, ca_path=HOSTILE_CA)
-    proc = subprocess.run(["bash", "--norc", "--noprofile", "-i"], input=script.encode(),
-                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path),
-                               "HISTFILE": "/dev/null"}, capture_output=True, timeout=30)
-    assert b"event not found" not in proc.stderr
-    words = proc.stdout.decode().split("\0")
-    assert words.count(f"Authorization: PVEAPIToken={payload['token_string']}") == 3
-    assert words.count(HOSTILE_CA) == 3
+def test_curl_script_shape():
+    script = render("curl", make_payload(), ca_path=CA, directory="/etc/pvemond-test")
+    assert script.startswith("#!/bin/sh\n# written by pvemond-claim for cluster prod")
+    assert "\nset -eu\n" in script and script.endswith('exit "$failed"\n')
+    assert "header='/etc/pvemond-test/pve-prod-token.header'" in script
+
+
+def test_curl_script_without_its_header_file_says_so(tmp_path: Path):
+    _, _, script = curl_files(make_payload(), CA, tmp_path)
+    proc, calls = run_curl_script(tmp_path, script)
+    assert proc.returncode == 2 and calls == []
+    assert "cannot read" in proc.stderr and "pve-prod-token.header" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,7 +663,8 @@ def test_system_trust_keeps_verification_on_without_a_ca_file():
     assert "verify_ssl=True," in render("proxmoxer", p, ca_path=None)
     assert json.loads(render("json", p, ca_path=None))["ca_path"] is None
     curl = render("curl", p, ca_path=None)
-    assert "--cacert" not in curl and "--insecure" not in curl and curl.count("curl -H ") == 3
+    assert "--cacert" not in curl and "--insecure" not in curl and "-k" not in curl.split()
+    assert curl.count("\ncheck '") == 3
 
 
 def test_a_ca_path_is_ignored_only_under_system_trust():
@@ -574,9 +682,11 @@ def test_a_ca_path_is_ignored_only_under_system_trust():
 @pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "json"])
 def test_the_header_names_the_writer(fmt):
     text = render(fmt, make_payload(), ca_path=CA, writer="pvemond-bootstrap")
+    if fmt == "curl":  # a script: its shebang comes first
+        text = text.split("\n", 1)[1]
     assert text.startswith("# written by pvemond-bootstrap for cluster prod")
     assert "pvemond-claim" not in text.splitlines()[0]
-    assert render(fmt, make_payload(), ca_path=CA).startswith("# written by pvemond-claim")
+    assert "\n# written by pvemond-claim" in "\n" + render(fmt, make_payload(), ca_path=CA)
 
 
 def test_a_claim_replaces_the_module_bootstrap_wrote():

@@ -124,6 +124,22 @@ def test_revoke_and_uninstall_are_refused_while_any_hand_out_is_open(ledger):
         assert err.value.status == 409 and f"{doing} would kill that secret" in err.value.detail
 
 
+def test_an_idle_sweeper_reads_nothing_until_the_state_changes(ledger, monkeypatch):
+    """The daemon sweeps every second; with nothing open it only stats state.json."""
+    loads = []
+    real = Ledger._load
+    monkeypatch.setattr(Ledger, "_load", lambda self, **kw: loads.append(1) or real(self, **kw))
+    loads_before = len(loads)
+    revoke = Revoker()
+    ledger.sweep(revoke)
+    after_first = len(loads)
+    ledger.sweep(revoke)
+    assert after_first > loads_before and len(loads) == after_first
+    h = intend(Ledger(str(ledger.dir), ledger.clock), owner=dead_pid())  # another worker writes
+    ledger.offer(h, "added")
+    assert ledger.sweep(revoke) == ["monitoring@pve!prom"]
+
+
 def test_a_failed_revoke_keeps_the_record_and_backs_off(ledger, clock):
     ledger.offer(intend(ledger, owner=dead_pid()), "added")
     assert ledger.sweep(Revoker(fail=True)) == []
