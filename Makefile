@@ -55,12 +55,12 @@ $(EXPORTER_VENV)/.installed: Makefile $(VENV)/.installed
 
 # The two library generations side by side (they share no port, namespace or file: ports are
 # free ones, namespaces and temporary directories are per test), each one's output kept
-# together; then the upstream and fuzz rings side by side; then one sub-make for the packaging
-# targets, so the .deb they share is built once.
+# together; then the upstream, fuzz and fleet rings two at a time; then one sub-make for the
+# packaging targets, so the .deb they share is built once.
 test: deps
 	$(MAKE) -j2 --output-sync=target test-debian test-pypi
-	$(MAKE) -j2 --output-sync=target test-upstream test-fuzz
-	$(MAKE) unit-check lint test-system
+	$(MAKE) -j2 --output-sync=target test-upstream test-fuzz test-fleet
+	$(MAKE) unit-check lint lint-ansible test-system
 
 # PATH without pyenv, so subprocesses (gunicorn, the simulator) see Debian's python too.
 test-debian:
@@ -99,10 +99,13 @@ bench: deps
 	env PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=$(CURDIR):$(CURDIR)/tests \
 	    $(if $(wildcard $(UPSTREAM_PVE)/pve-access-control),PVEMOND_UPSTREAM_PVE=$(abspath $(UPSTREAM_PVE))) \
 	    $(DEBIAN_PY) tests/bench.py
+	$(MAKE) bench-fleet
 
 clean:
-	rm -rf $(VENV) $(EXPORTER_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(EXPORTER_VENV) $(ANSIBLE_VENV) build *.egg-info .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Packaging: make deb, deb-stdeb, lint, unit-check, repo, test-system (make test needs them).
 include packaging.mk
+# The Ansible collection: ansible-venv, test-fleet, lint-ansible, bench-fleet.
+include fleet.mk

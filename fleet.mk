@@ -1,0 +1,44 @@
+# The Ansible collection (ansible/): its venv, lint and the fleet ring (tests/fleet).
+# Included by the Makefile; uses its DEBIAN_PY, VENV and VENV_PY. The venv is made on the default
+# python3, as the Makefile's own (Debian 12's python3.11 or pyenv's).
+
+ANSIBLE_VENV := .venv-ansible
+ANSIBLE_BIN  := $(CURDIR)/$(ANSIBLE_VENV)/bin
+# ansible-core 2.20+ needs a Python >= 3.12 controller; Debian 12 has 3.11.
+ANSIBLE_DEPS := 'ansible-core>=2.15,<2.20' ansible-lint
+# The collection where ansible-lint resolves its roles by their full names (pvemond.fleet.*).
+ANSIBLE_COLLECTIONS := build/ansible-collections
+
+.PHONY: ansible-venv sshd-deps test-fleet lint-ansible bench-fleet
+
+ansible-venv: $(ANSIBLE_VENV)/.installed
+
+$(ANSIBLE_VENV)/.installed: fleet.mk
+	python3 -m venv $(ANSIBLE_VENV)
+	$(ANSIBLE_VENV)/bin/python -m pip install -q --upgrade pip $(ANSIBLE_DEPS)
+	touch $@
+
+# One sshd per simulated host: the host has no openssh-server by default.
+sshd-deps:
+	@test -x /usr/sbin/sshd || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server; }
+
+# Both generations of pvemond's own libraries; ansible-core is the venv's either way.
+test-fleet: ansible-venv sshd-deps venv
+	env PATH=/usr/sbin:/usr/bin:/sbin:/bin PVEMOND_ANSIBLE=$(ANSIBLE_BIN) \
+	    $(DEBIAN_PY) -m pytest tests/fleet $(PYTEST_ARGS)
+	env PATH=$(CURDIR)/$(VENV)/bin:$$PATH PVEMOND_ANSIBLE=$(ANSIBLE_BIN) \
+	    $(VENV_PY) -m pytest tests/fleet $(PYTEST_ARGS)
+
+lint-ansible: ansible-venv
+	mkdir -p $(ANSIBLE_COLLECTIONS)/ansible_collections/pvemond
+	ln -sfn $(CURDIR)/ansible $(ANSIBLE_COLLECTIONS)/ansible_collections/pvemond/fleet
+	cd ansible && env PATH=$(ANSIBLE_BIN):$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(ANSIBLE_COLLECTIONS) \
+	    ansible-lint
+
+# The scale run (make bench calls it): FLEET_CLUSTERS simulated clusters in one playbook run.
+FLEET_CLUSTERS ?= 10
+FLEET_FORKS    ?= 5
+bench-fleet: ansible-venv sshd-deps
+	env PATH=/usr/sbin:/usr/bin:/sbin:/bin PVEMOND_ANSIBLE=$(ANSIBLE_BIN) \
+	    $(DEBIAN_PY) tests/fleet/scale.py --clusters $(FLEET_CLUSTERS) --forks $(FLEET_FORKS)
