@@ -89,7 +89,9 @@ class Daemon:
         self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", NS]
         self.config = config
         self.log = log
-        self.socket = Path(yaml.safe_load(config.read_text())["daemon"]["socket"])
+        daemon = yaml.safe_load(config.read_text())["daemon"]
+        self.socket = Path(daemon["socket"])
+        self.tcp: Optional[str] = daemon.get("tcp")  # "HOST:PORT", HOST maybe in brackets
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 20.0) -> "Daemon":
@@ -104,7 +106,7 @@ class Daemon:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited {self.proc.returncode}:\n{self.log.read_text()}")
-            if self._accepts():
+            if self._accepts() and self._tcp_accepts():
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"gunicorn did not listen on {self.socket}:\n{self.log.read_text()}")
@@ -118,6 +120,17 @@ class Daemon:
             return False
         finally:
             s.close()
+
+    def _tcp_accepts(self) -> bool:
+        """The loopback TCP listener too, when configured: gunicorn may bind it a moment later."""
+        if not self.tcp:
+            return True
+        host, port = self.tcp.rsplit(":", 1)
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+            return True
+        except OSError:
+            return False
 
     def stop(self, sig: int = signal.SIGINT) -> None:
         """SIGINT is gunicorn's quick shutdown; systemd's SIGTERM (graceful) is tried in the

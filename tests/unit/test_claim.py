@@ -40,8 +40,10 @@ from pvemond.cli import claim as cli
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "5f3c2b1a-0d9e-4c8b-a7f6-e5d4c3b2a190"
-CODE = new_code(time.time() + 600)
-WRONG = next(c for c in iter(lambda: new_code(time.time() + 600), None) if c != CODE)
+# Made at import: their expiry (hours ahead, within the codes' 512-minute horizon) must outlast
+# the whole run, else pvemond-claim rightly calls them expired (codes.expired_since).
+CODE = new_code(time.time() + 4 * 3600)
+WRONG = next(c for c in iter(lambda: new_code(time.time() + 4 * 3600), None) if c != CODE)
 
 
 # ---------------------------------------------------------------------------------------------
