@@ -17,35 +17,23 @@ import socket
 import ssl
 import sys
 import time
-from typing import Any, Dict, List, NamedTuple, NoReturn, Optional, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
 from urllib.parse import urlsplit
 
 from pvemond import codes, files, formats, prometheus, tlspin
+# every exit code is importable from here, the module that documents them (EPILOG)
+from pvemond.cli.claim_base import (  # noqa: F401  (EXIT_CHECK: only re-exported)
+    EXIT_BURNED, EXIT_CHECK, EXIT_CLAIMED, EXIT_EXPIRED, EXIT_INTERRUPTED, EXIT_NETWORK,
+    EXIT_NOT_ALLOWED, EXIT_OK, EXIT_OUTPUT, EXIT_PIN, EXIT_RATE, EXIT_UNEXPECTED, EXIT_USAGE,
+    EXIT_WRONG_CODE, Failure, Written, _clean, _why, _write_kept, say)
+from pvemond.cli.claim_check import check, check_readable
+from pvemond.cli.claim_prom import check_prometheus, file_sd_dir, prom_preflight, setup_prometheus
 from pvemond.codes import normalize_code
-from pvemond.contract import CLAIM_PORT, CLAIM_ROUTE, PVE_PORT, Refusal
-
-
-class _OnFirstUse:
-    """A module imported when first used: only --check calls the node's API, and its import
-    (dataclasses, inspect) would slow every claim's start."""
-
-    def __init__(self, name: str):
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        import importlib
-        return getattr(importlib.import_module(self._name), attr)
-
-
-api = _OnFirstUse("pvemond.pve.api")
+from pvemond.contract import CLAIM_PORT, CLAIM_ROUTE, Refusal
 
 MAX_PAYLOAD = 1 << 20
 # Seconds a claim keeps retrying while the node cannot record the hand-out (a daemon restart).
 RETRY_FOR = 45.0
-
-(EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_PIN, EXIT_WRONG_CODE, EXIT_EXPIRED, EXIT_CLAIMED,
- EXIT_BURNED, EXIT_NOT_ALLOWED, EXIT_NETWORK, EXIT_OUTPUT, EXIT_CHECK, EXIT_RATE) = range(13)
-EXIT_INTERRUPTED = 130
 
 EPILOG = """\
 exit codes:
@@ -67,6 +55,7 @@ exit codes:
   12  rate limited by the node: wait a few seconds and retry
 """
 
+
 _NEXT = {
     "pve-exporter": "(re)start prometheus-pve-exporter with --config.file {file}: it reads "
                     "its modules only when it starts",
@@ -81,20 +70,6 @@ _NEXT = {
     "curl": "sh {file} prints OK or FAILED for every node and exits non-zero on a failure; "
             "the token is in pve-{module}-token.header beside it (0600)",
 }
-
-
-class Failure(Exception):
-    """A refusal or failure: one message for the user and the exit code."""
-
-    def __init__(self, rc: int, message: str):
-        super().__init__(message)
-        self.rc = rc
-
-
-class Written(NamedTuple):
-    config: Optional[str]  # None: printed on stdout
-    ca_path: Optional[str]  # None: the system CAs verify the node (formats.system_trust)
-    companions: Tuple[str, ...] = ()  # a format's other files (curl's token header)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -181,10 +156,6 @@ def run(args: argparse.Namespace) -> int:
     if groups is not None:
         rc = check_prometheus(args, groups, formats.module_name(payload)) or rc
     return rc
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,10 +270,6 @@ def owner_preflight(owner: Optional[str], group: Optional[str], output: Optional
     if os.geteuid() != 0:
         raise Failure(EXIT_OUTPUT, "--owner and --group need root (only root gives a file "
                       "away); the code was NOT sent")
-
-
-def _why(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,11 +458,6 @@ def _payload(body: bytes) -> Dict[str, Any]:
     return payload
 
 
-def _clean(text: object) -> str:
-    """A server sentence for the terminal: printable, one line, bounded."""
-    return re.sub(r"[^\x20-\x7e]", "?", str(text))[:300]
-
-
 def server_failure(status: int, body: bytes, where: str) -> NoReturn:
     """Raise the Failure for an error answer of the claim listener."""
     try:
@@ -580,166 +542,6 @@ def write_output(fmt: str, output: Optional[str], payload: Dict[str, Any],
     return Written(target, ca_path, tuple(f.path for f in companions))
 
 
-def _write_kept(path: str, data: bytes, owner: Optional[str] = None,
-                group: Optional[str] = None) -> None:
-    from pvemond import hostfiles  # here: only a written file needs it (and pathlib)
-    hostfiles.write_kept(path, data, owner=owner, group=group)
-
-
-# ---------------------------------------------------------------------------------------------
-# Prometheus: the file_sd target file, the scrape job, the reload
-
-def file_sd_dir(args: argparse.Namespace) -> Optional[str]:
-    """Where the target file goes: --file-sd, else file_sd/pvemond beside -o; None when no
-    target file is written (another format, or the config on stdout)."""
-    if args.format != "pve-exporter":
-        for opt in ("file_sd", "prometheus_config", "prometheus_pid", "prometheus_url"):
-            if getattr(args, opt) is not None:
-                raise Failure(EXIT_USAGE, f"--{opt.replace('_', '-')} goes with --format "
-                              "pve-exporter")
-        return None
-    try:
-        prometheus.check_exporter(args.exporter)
-    except prometheus.PrometheusError as exc:
-        raise Failure(EXIT_USAGE, str(exc)) from None
-    if args.file_sd:
-        return os.path.abspath(args.file_sd)
-    if args.output:
-        return os.path.join(os.path.dirname(os.path.abspath(args.output)), "file_sd", "pvemond")
-    if args.prometheus_config:
-        raise Failure(EXIT_USAGE, "--prometheus-config needs -o or --file-sd: the job reads the "
-                      "target files written there")
-    return None
-
-
-def prom_preflight(sd_dir: Optional[str], config: Optional[str]) -> None:
-    """The target directory can be made and the Prometheus config edited; the code is not sent
-    otherwise."""
-    if sd_dir is None:
-        return
-    existing = sd_dir
-    while not os.path.isdir(existing):
-        existing = os.path.dirname(existing)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise Failure(EXIT_OUTPUT, f"cannot write into {existing} (the file_sd target file goes "
-                      f"to {sd_dir}); the code was NOT sent")
-    if config is None:
-        return
-    try:
-        with open(config, encoding="utf-8", newline="") as f:
-            prometheus.add_job(f.read(), sd_dir)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise Failure(EXIT_OUTPUT, f"cannot read {config}: {_why(exc)}; the code was NOT sent") \
-            from None
-    except prometheus.PrometheusError as exc:
-        raise Failure(EXIT_OUTPUT, f"{config}: {exc}; the code was NOT sent") from None
-    if not os.access(config, os.W_OK):
-        raise Failure(EXIT_OUTPUT, f"cannot write {config}; the code was NOT sent")
-
-
-def setup_prometheus(args: argparse.Namespace, sd_dir: str,
-                     payload: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The cluster's target file, then the job (added or printed) and the reload; the target
-    groups for --check."""
-    done = "the exporter's config is written; fix that and run pvemond-claim --help for the " \
-           "Prometheus steps, or add them by hand"
-    module = formats.module_name(payload)
-    try:
-        groups = prometheus.target_groups(payload, module, args.exporter)
-        path = prometheus.file_sd_path(sd_dir, module)
-        os.makedirs(sd_dir, mode=0o755, exist_ok=True)
-        fresh = not os.path.exists(path)
-        _write_kept(path, prometheus.file_sd_text(groups).encode("utf-8"))
-        if fresh:  # targets hold no secret, and Prometheus runs as its own user
-            os.chmod(path, 0o644)
-        say(f"  wrote the Prometheus targets of its {len(groups)} node(s) to {path}")
-        if args.prometheus_config:
-            add_job(args.prometheus_config, sd_dir, args.prometheus_pid)
-        else:
-            say(f"  Prometheus: add this job to scrape_configs in prometheus.yml once (every "
-                f"cluster's target file in {sd_dir} is read by it), then reload Prometheus:\n" +
-                prometheus.job_stanza(sd_dir).rstrip("\n"))
-    except prometheus.PrometheusError as exc:
-        raise Failure(EXIT_OUTPUT, f"{exc}; {done}") from None
-    except OSError as exc:
-        raise Failure(EXIT_OUTPUT, f"cannot write the Prometheus targets in {sd_dir}: "
-                      f"{_why(exc)}; {done}") from None
-    return groups
-
-
-def add_job(config: str, sd_dir: str, pid: Optional[int]) -> None:
-    with open(config, encoding="utf-8", newline="") as f:
-        old = f.read()
-    new = prometheus.add_job(old, sd_dir)
-    if new is None:
-        say(f"  Prometheus: a job in {config} reads {sd_dir} already; nothing added")
-        return
-    _write_kept(config, new.encode("utf-8"))
-    complaint = prometheus.promtool_check(config)
-    if complaint is not None:
-        _write_kept(config, old.encode("utf-8"))
-        raise prometheus.PrometheusError(
-            f"promtool check config rejects {config} with the {prometheus.JOB_NAME} job, so the "
-            f"file is back as it was:\n{complaint}")
-    say(f"  Prometheus: added the job {prometheus.JOB_NAME} to {config}" +
-        (" (promtool check config passes)" if _which("promtool") else ""))
-    say("  Prometheus: " + prometheus.reload(config, pid))
-
-
-def _which(name: str) -> bool:
-    import shutil
-    return shutil.which(name) is not None
-
-
-def check_readable(written: Written, owner: Optional[str], group: Optional[str]) -> int:
-    """--owner/--group: the consumer's user can read the config and the CA."""
-    if not written.config or not (owner or group):
-        return EXIT_OK
-    rc = EXIT_OK
-    for path in (written.config, written.ca_path):
-        why = prometheus.unreadable_by(path, owner) if owner and path else None
-        if path and not why and group and not owner:
-            why = _group_unreadable(path, group)
-        if why:
-            rc = _check_failed(why)
-    if rc == EXIT_OK:
-        say(f"  check: {owner or 'group ' + str(group)} can read {written.config}")
-    return rc
-
-
-def _group_unreadable(path: str, group: str) -> Optional[str]:
-    import grp
-    st = os.stat(path)
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError:
-        return f"there is no group {group}"
-    if st.st_gid == gid and st.st_mode & 0o040 or st.st_mode & 0o004:
-        return None
-    return f"group {group} cannot read {path} (mode {st.st_mode & 0o7777:04o})"
-
-
-def check_prometheus(args: argparse.Namespace, groups: List[Dict[str, Any]], module: str) -> int:
-    """Prometheus's view of the new targets, after its first scrape."""
-    url = args.prometheus_url or prometheus.PROMETHEUS_URL
-    asked = args.prometheus_url is not None or args.prometheus_config is not None
-    try:
-        targets = prometheus.wait_for_targets(url, groups, args.check_wait,
-                                              timeout=min(args.timeout, 10.0))
-    except prometheus.PrometheusError as exc:
-        if not asked:  # no Prometheus was named: it may run elsewhere
-            say(f"  check: Prometheus targets not checked: {exc}")
-            return EXIT_OK
-        return _check_failed(str(exc))
-    down = [t for t in targets if t.health != "up"]
-    for t in down:
-        _check_failed("Prometheus: " + prometheus.target_advice(t, args.exporter, module))
-    if down:
-        return EXIT_CHECK
-    say(f"  check: Prometheus at {url} scrapes all {len(targets)} node(s) of {module}: up")
-    return EXIT_OK
-
-
 def _mode(path: str) -> str:
     """How the file ended up: its own mode and owner when it replaced one, else the new ones."""
     import grp
@@ -775,118 +577,6 @@ def report(fmt: str, payload: Dict[str, Any], written: Written, where: str) -> N
                                            address=payload["nodes"][0]["address"])]
     say("\n".join(out))
 
-
-# ---------------------------------------------------------------------------------------------
-# --check: the token against the node's API, TLS verified by the CA just written
-
-def check(payload: Dict[str, Any], ca_path: Optional[str], timeout: float) -> int:
-    url, ip = payload["nodes"][0]["url"], payload["nodes"][0].get("ip")
-
-    def call(path: str) -> api.Response:
-        return api.get(url, path, payload["token_id"], payload["secret"], cafile=ca_path,
-                       timeout=timeout)
-
-    try:
-        version = call("/version")
-        if version.status != 200:
-            return _check_failed(_refused(version, url))
-        resources = call("/cluster/resources")
-    except api.ApiUnreachable as exc:
-        return _check_failed(_unreachable(exc, url, ca_path, timeout, ip))
-    if resources.status != 200:
-        return _check_failed(_refused(resources, url))
-    return _judge(url, version.data, resources.data)
-
-
-def _check_failed(message: str) -> int:
-    say(f"pvemond-claim: check failed: {message}")
-    return EXIT_CHECK
-
-
-def _refused(resp: api.Response, url: str) -> str:
-    if resp.status == 401:
-        return (f"{url} rejects the token (401): the user is disabled or expired, or the token "
-                "was rotated or removed since; run pvemond-bootstrap on the node again")
-    return f"{url} answered {resp.status} {_clean(resp.reason)}"
-
-
-def _judge(url: str, version: Any, resources: Any) -> int:
-    items = resources if isinstance(resources, list) else []
-    kinds = [r.get("type") for r in items if isinstance(r, dict)]
-    nodes, storages = kinds.count("node"), kinds.count("storage")
-    guests = kinds.count("qemu") + kinds.count("lxc")
-    release = version.get("version") if isinstance(version, dict) else None
-    say(f"  check: {url}: Proxmox VE {_clean(release or '?')}; the token sees {nodes} node(s), "
-        f"{guests} guest(s), {storages} storage(s)")
-    if not items or nodes == len(items):
-        return _check_failed(
-            "the token sees nothing but nodes: a privilege-separated token without an ACL of "
-            "its own, or an ACL that is not on / (or not propagated); run pvemond-bootstrap on "
-            "the node again, it repairs both")
-    return EXIT_OK
-
-
-def _unreachable(exc: api.ApiUnreachable, url: str, ca_path: Optional[str], timeout: float,
-                 ip: Optional[str] = None) -> str:
-    """`ip`: the node's address when the payload names it by its certificate's DNS name."""
-    cause = exc.__context__  # api.get raises `from None`; the cause is still recorded here
-    host = _host_of(url)
-    if ip and isinstance(cause, socket.gaierror):
-        return (f"this host cannot resolve {host}, the name the node's certificate covers: add "
-                f"it to DNS or add the line '{ip} {host}' to /etc/hosts")
-    if ip and isinstance(cause, (ConnectionRefusedError, socket.timeout, TimeoutError)):
-        return (f"this host cannot reach {host} port {PVE_PORT} (the name the node's certificate "
-                f"covers; the node's address is {ip}): point {host} at {ip} in DNS or "
-                f"/etc/hosts, and let port {PVE_PORT} through any firewall between them")
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return _tls_advice(cause, url, ca_path, timeout)
-    if isinstance(cause, ConnectionRefusedError):
-        return (f"{host} refused the connection to port {PVE_PORT}: pveproxy is down or a firewall "
-                f"rejects port {PVE_PORT} from this host")
-    if isinstance(cause, (socket.timeout, TimeoutError)):
-        return (f"no answer from {host} port {PVE_PORT} within {timeout:g} s: a firewall may block "
-                f"port {PVE_PORT} between this host and the node")
-    if isinstance(cause, socket.gaierror):
-        return f"cannot resolve {host}: add it to DNS or /etc/hosts, or use its IP address"
-    return str(exc)
-
-
-def _host_of(url: str) -> str:
-    return urlsplit(url).hostname or url
-
-
-def _tls_advice(cause: ssl.SSLCertVerificationError, url: str, ca_path: Optional[str],
-                timeout: float) -> str:
-    host = _host_of(url)
-    if ca_path and "key usage" in (cause.verify_message or ""):  # Python 3.13+, a legacy CA
-        return (f"TLS verification of {url} failed ({_clean(cause.verify_message)}): the cluster "
-                f"CA in {ca_path} predates pve-cluster 9.1.2 and this Python rejects it; update "
-                "pvemond on the node (it hands out a copy re-issued with keyUsage) and claim again")
-    sans = peer_sans(url, ca_path, timeout)
-    if sans is None and ca_path is None:
-        return (f"TLS verification of {url} failed ({_clean(cause.verify_message)}): this host's "
-                "system CAs do not trust the node's certificate; install its issuing CA "
-                "(update-ca-certificates) or ask the node's admin which CA signed it")
-    if sans is None:
-        return (f"TLS verification of {url} failed ({_clean(cause.verify_message)}): the "
-                f"certificate on port {PVE_PORT} is not signed by the cluster CA in {ca_path} (a "
-                "custom or ACME certificate?); for those, the system CA store applies")
-    names = ", ".join(f"{kind}:{value}" for kind, value in sans) or "(none)"
-    return (f"TLS verification of {url} failed: {host} is not in the node certificate's "
-            f"subject alternative names ({names}); address the node by one of those names "
-            "(e.g. in the config's host or URL)")
-
-
-def peer_sans(url: str, ca_path: Optional[str], timeout: float) -> Optional[List[Tuple[str, str]]]:
-    """The SANs of the certificate on `url`, verified against the CA but not the name; None when
-    it does not chain to the CA or cannot be reached."""
-    parts = urlsplit(url)
-    ctx = tlspin.context(ca_path, check_name=False)
-    try:
-        with tlspin.connect(parts.hostname or "", parts.port or PVE_PORT, ctx, timeout=timeout) as tls:
-            return tlspin.peer_sans(tls)
-    except (OSError, ssl.SSLError):
-        return None
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,7 +37,8 @@ echo "deb [signed-by=/etc/apt/keyrings/pvemond.gpg] file:{REPO_IN} ./" > /etc/ap
 apt update
 apt install pvemond
 """
-CLIENT_MODULES = {"__init__.py", "cli/__init__.py", "cli/claim.py", "codes.py", "formats.py",
+CLIENT_MODULES = {"__init__.py", "cli/__init__.py", "cli/claim.py", "cli/claim_base.py",
+                  "cli/claim_check.py", "cli/claim_prom.py", "codes.py", "formats.py",
                   "files.py", "tlspin.py", "names.py", "contract.py", "pveyml.py", "hostfiles.py",
                   "prometheus.py", "pve/__init__.py", "pve/api.py"}
 # GET one path of the daemon's API over its unix socket: python3 -c API_GET SOCKET PATH.
@@ -546,6 +547,24 @@ class TestNode:
         after = node.show("ActiveState", "MainPID")
         assert after["ActiveState"] == "active" and after["MainPID"] not in (before, "0"), \
             (before, after)
+
+    def test_claim_with_the_packaged_client_on_this_suites_python(self, node: Node, tmp_path: Path):
+        """The monitoring host's side on the suite's own python3 (Debian 13: 3.13, strict TLS):
+        the installed pvemond-claim, with only pvemond-client's modules, redeems the claim."""
+        with ClaimRun(node) as run:
+            offer = run.wait_for("claim_open")
+            since = time.time()
+            claim = node.c.exec(["pvemond-claim", f"127.0.0.1:{offer['port']}", offer["code"],
+                                 "--pin", offer["pin"], "--format", "json", "-o", "/root/pve.json"],
+                                check=False, timeout=60)
+            rc = run.finish()
+        assert claim.returncode == 0, redacted(claim.stderr)
+        assert node.sh("stat -c %a /root/pve.json").stdout.strip() == "600"
+        output = tmp_path / "pve.json"
+        output.touch(mode=0o600)
+        output.write_text(node.sh("cat /root/pve.json").stdout)
+        node.sh("rm /root/pve.json")  # the one copy inside; check_claimed greps for others
+        node.check_claimed(run, rc, output, since)
 
     def test_admin_command_under_the_hardened_unit(self, node: Node):
         """pvemond doctor runs its checks inside the unit's sandbox: a probe token over HTTPS to

@@ -10,6 +10,7 @@ import pytest
 
 from pvemond import codes, tlspin
 from pvemond.cli import claim as cli
+from pvemond.cli import claim_prom
 from pvemond.contract import CLAIM_PORT, Refusal
 
 PIN = "sha256:" + "ab" * 32
@@ -133,11 +134,12 @@ def args(*argv: str):
 
 
 def test_file_sd_goes_beside_the_output_or_where_told(tmp_path):
-    assert cli.file_sd_dir(args("-o", "/etc/prometheus/pve.yml")) == \
+    assert claim_prom.file_sd_dir(args("-o", "/etc/prometheus/pve.yml")) == \
         "/etc/prometheus/file_sd/pvemond"
-    assert cli.file_sd_dir(args("-o", "x.yml", "--file-sd", str(tmp_path))) == str(tmp_path)
-    assert cli.file_sd_dir(args()) is None  # the config on stdout: nothing else written
-    assert cli.file_sd_dir(args("--format", "env", "-o", "/x/pve.env")) is None
+    assert claim_prom.file_sd_dir(args("-o", "x.yml", "--file-sd", str(tmp_path))) == \
+        str(tmp_path)
+    assert claim_prom.file_sd_dir(args()) is None  # the config on stdout: nothing else written
+    assert claim_prom.file_sd_dir(args("--format", "env", "-o", "/x/pve.env")) is None
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -147,7 +149,7 @@ def test_file_sd_goes_beside_the_output_or_where_told(tmp_path):
 ])
 def test_options_that_do_not_go_together(argv, message):
     with pytest.raises(cli.Failure) as info:
-        cli.file_sd_dir(args(*argv))
+        claim_prom.file_sd_dir(args(*argv))
     assert info.value.rc == cli.EXIT_USAGE and message in str(info.value)
 
 
@@ -161,7 +163,7 @@ def test_an_uneditable_prometheus_config_is_refused_before_the_code_is_sent(tmp_
     config = tmp_path / "prometheus.yml"
     config.write_text("scrape_configs: [{job_name: a}]\n")
     with pytest.raises(cli.Failure) as info:
-        cli.prom_preflight(str(tmp_path / "sd"), str(config))
+        claim_prom.prom_preflight(str(tmp_path / "sd"), str(config))
     assert info.value.rc == cli.EXIT_OUTPUT and "flow list" in str(info.value)
     assert "NOT sent" in str(info.value)
 
@@ -170,9 +172,9 @@ def test_a_rejected_job_puts_the_config_back(tmp_path, monkeypatch, capsys):
     config = tmp_path / "prometheus.yml"
     original = "global:\n  scrape_interval: 15s\n"
     config.write_text(original)
-    monkeypatch.setattr(cli.prometheus, "promtool_check", lambda path: "FAILED: something")
-    with pytest.raises(cli.prometheus.PrometheusError, match="back as it was"):
-        cli.add_job(str(config), str(tmp_path / "sd"), None)
+    monkeypatch.setattr(claim_prom.prometheus, "promtool_check", lambda path: "FAILED: something")
+    with pytest.raises(claim_prom.prometheus.PrometheusError, match="back as it was"):
+        claim_prom.add_job(str(config), str(tmp_path / "sd"), None)
     assert config.read_text() == original
 
 
