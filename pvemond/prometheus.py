@@ -295,14 +295,24 @@ class Target(NamedTuple):
 
 
 def active_targets(url: str, timeout: float) -> List[Dict[str, Any]]:
-    import urllib.error
-    import urllib.request
+    """Prometheus's active targets, asked directly: never through an http_proxy from the
+    environment, which would carry a request for 127.0.0.1 to another host (or nowhere)."""
+    import http.client
+    from urllib.parse import urlsplit
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/targets?state=active",
-                                    timeout=timeout) as resp:
+        parts = urlsplit(url)
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = cls(parts.hostname or "", parts.port, timeout=timeout)
+        try:
+            conn.request("GET", f"{parts.path.rstrip('/')}/api/v1/targets?state=active")
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise ValueError(f"HTTP {resp.status} {resp.reason}")
             doc = json.loads(resp.read().decode("utf-8"))
-    except (OSError, ValueError, urllib.error.URLError) as exc:
-        why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        finally:
+            conn.close()
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        why = getattr(exc, "strerror", None) or exc
         raise PrometheusError(f"Prometheus's API at {url} does not answer ({why}); pass "
                               "--prometheus-url if it listens elsewhere") from None
     return list(doc.get("data", {}).get("activeTargets", []))

@@ -297,6 +297,15 @@ def test_wait_until_every_target_is_up(api):
     assert [t.health for t in targets] == ["up"] * 3
 
 
+def test_the_api_is_asked_directly_whatever_http_proxy_says(api, monkeypatch):
+    """A proxy from the environment (Debian's package build sets one that goes nowhere) would
+    carry a question for 127.0.0.1 elsewhere."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    FakeApi.answers = [[active("pve1", "up")]]
+    assert prometheus.active_targets(api, timeout=5)[0]["health"] == "up"
+
+
 def test_a_down_target_is_named_with_its_error(api):
     groups = prometheus.target_groups(PAYLOAD, "prod")
     FakeApi.answers = [[active("pve1", "up"), active("pve3", "unknown"),
