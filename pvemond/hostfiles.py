@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import TYPE_CHECKING, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
 
 from pvemond import files
 
@@ -73,20 +73,18 @@ def real_target(path: str) -> str:
 def _ids(owner: Optional[str], group: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
     import grp  # here: only --owner/--group need the user and group databases
     import pwd
-    uid = gid = None
-    if owner:
-        try:
-            uid = pwd.getpwnam(owner).pw_uid
-        except KeyError:
-            raise HostFileError(f"--owner {owner}: no such user on this host; create it "
-                                "(adduser --system) or name an existing one") from None
-    if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise HostFileError(f"--group {group}: no such group on this host; create it "
-                                "(addgroup --system) or name an existing one") from None
+    uid = _lookup(lambda: pwd.getpwnam(owner).pw_uid, f"--owner {owner}: no such user on this "
+                  "host; create it (adduser --system)") if owner else None
+    gid = _lookup(lambda: grp.getgrnam(group).gr_gid, f"--group {group}: no such group on this "
+                  "host; create it (addgroup --system)") if group else None
     return uid, gid
+
+
+def _lookup(find: Callable[[], int], missing: str) -> int:
+    try:
+        return find()
+    except KeyError:
+        raise HostFileError(f"{missing} or name an existing one") from None
 
 
 def _needed(ids: Tuple[int, int]) -> Optional[Tuple[int, int]]:

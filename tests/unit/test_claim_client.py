@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from harness import free_port
 from pvemond import codes, tlspin
 from pvemond.cli import claim as cli
 from pvemond.cli import claim_prom
@@ -40,12 +41,6 @@ def test_other_url_shapes_are_usage_errors_naming_the_form(text):
         cli.parse_target(text)
     assert info.value.rc == cli.EXIT_USAGE
     assert "https://HOST[:PORT]" in str(info.value)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_refused_with_an_expired_code_says_it_expired_and_when():

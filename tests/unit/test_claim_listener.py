@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import free_port
 from pvemond import claim, codes, tlspin
 from pvemond.cli import claim as cli
 from pvemond.cli import handoff
@@ -32,16 +33,6 @@ def served_der(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with ctx.wrap_socket(raw) as tls:
             return tls.getpeercert(binary_form=True)
-
-
-def free_port() -> int:
-    from pvemond import config
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if config.RULES["claim.port"](port) is None:
-            return port
 
 
 # ---------------------------------------------------------------------------------------------
