@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 from pvemond import files
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
 NEW_MODE = 0o600         # a new file nobody else was named for
 NEW_SHARED_MODE = 0o640  # a new file for --owner/--group: they read it, nobody else
 
@@ -29,11 +25,10 @@ class HostFileError(OSError):
 
 
 def write_kept(path: Union[str, "os.PathLike[str]"], data: bytes, *, owner: Optional[str] = None,
-               group: Optional[str] = None) -> "Path":
+               group: Optional[str] = None) -> str:
     """Write `data` to `path` atomically; returns the real path written (a symlink's target).
     An existing file keeps its owner, group and mode (never wider); owner/group, when given,
     set those (a new file is then 0640, else 0600 and owned by whoever runs this)."""
-    from pathlib import Path  # here: pvemond-claim starts faster without it
     target = real_target(os.fspath(path))
     uid, gid = _ids(owner, group)
     try:
@@ -53,7 +48,7 @@ def write_kept(path: Union[str, "os.PathLike[str]"], data: bytes, *, owner: Opti
         files.write_private(target, data, mode, ids=_needed(ids))
     except PermissionError as exc:
         raise HostFileError(_permission(target, ids, exc)) from None
-    return Path(target)
+    return target
 
 
 def real_target(path: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import http.client
 import re
 import socket
 import ssl
@@ -175,19 +174,6 @@ def connect(host: str, port: int, ctx: ssl.SSLContext, *, timeout: float,
     except BaseException:
         raw.close()
         raise
-
-
-class HTTPSConnection(http.client.HTTPSConnection):
-    """http.client's HTTPS connection opened by connect() above (so with `tls_name`)."""
-
-    def __init__(self, host: str, port: int, ctx: ssl.SSLContext, *, timeout: float,
-                 tls_name: Optional[str] = None) -> None:
-        super().__init__(host, port, timeout=timeout, context=ctx)
-        self._ctx, self._tls_name = ctx, tls_name
-
-    def connect(self) -> None:
-        self.sock = connect(self.host, self.port, self._ctx, timeout=self.timeout,
-                            tls_name=self._tls_name)
 
 
 def peer_sans(tls: ssl.SSLSocket) -> List[Tuple[str, str]]:

@@ -9,7 +9,6 @@ and nowhere else: not stderr, not an error message.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import re
@@ -18,7 +17,6 @@ import ssl
 import sys
 import time
 from typing import Any, Dict, List, NoReturn, Optional, Tuple
-from urllib.parse import urlsplit
 
 from pvemond import codes, files, formats, prometheus, tlspin
 # every exit code is importable from here, the module that documents them (EPILOG)
@@ -186,6 +184,7 @@ def parse_target(text: str) -> Tuple[str, int]:
 def _url_target(text: str) -> Tuple[str, int]:
     usage = (f"{text!r} is not HOST[:PORT] or https://HOST[:PORT] (the claim listener's "
              "address, no path; IPv6: [ADDRESS]:PORT)")
+    from urllib.parse import urlsplit  # here: most targets are HOST[:PORT]
     parts = urlsplit(text)
     if parts.scheme.lower() != "https" or parts.path not in ("", "/") or parts.query or \
             parts.fragment or "@" in parts.netloc or not parts.hostname:
@@ -417,27 +416,63 @@ def redeem_patiently(host: str, port: int, pin: str, code: str, timeout: float) 
 
 def redeem(host: str, port: int, pin: str, code: str, timeout: float) -> Dict[str, Any]:
     """POST the code over the pinned connection; the payload, or a Failure per server error."""
-    tls = open_tls(host, port, code, timeout, pin=pin)
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    conn.sock = tls  # the very connection whose key was checked carries the code
+    tls = open_tls(host, port, code, timeout, pin=pin)  # the very connection whose key was checked
+    body = json.dumps({"code": code}).encode()
+    request = (f"POST {CLAIM_ROUTE} HTTP/1.1\r\nHost: {_authority(host)}\r\nContent-Type: application/json\r\n"
+               f"Accept: application/json\r\nContent-Length: {len(body)}\r\n"
+               "Connection: close\r\n\r\n").encode() + body
     try:
-        conn.request("POST", CLAIM_ROUTE, body=json.dumps({"code": code}).encode(),
-                     headers={"Content-Type": "application/json", "Accept": "application/json"})
-        resp = conn.getresponse()
-        body = resp.read(MAX_PAYLOAD + 1)
-    except (OSError, http.client.HTTPException) as exc:
+        status, headers, answer = exchange(tls, request, MAX_PAYLOAD)
+    except (OSError, ValueError) as exc:
+        why = _why(exc) if isinstance(exc, OSError) else str(exc)
         raise Failure(EXIT_NETWORK, f"the claim request to {host}:{port} failed "
-                      f"({_why(exc)}); the node may have closed the claim") from None
+                      f"({why}); the node may have closed the claim") from None
     finally:
-        conn.close()
-    if resp.status != 200:
+        tls.close()
+    if status != 200:
         try:
-            server_failure(resp.status, body, f"{host}:{port}")
+            server_failure(status, answer, f"{host}:{port}")
         except Failure as failure:
-            if resp.status == 503:
-                raise _Later(_retry_after(resp.getheader("Retry-After")), failure) from None
+            if status == 503:
+                raise _Later(_retry_after(headers.get("retry-after")), failure) from None
             raise
-    return _payload(body)
+    return _payload(answer)
+
+
+def exchange(tls: "ssl.SSLSocket", request: bytes, limit: int) -> Tuple[int, Dict[str, str], bytes]:
+    """Send one HTTP/1.1 request and read its answer: (status, headers by lower-case name, body
+    of at most `limit` + 1 bytes). The claim listener always answers with a Content-Length and
+    closes, which is all the HTTP a claim needs; http.client would import the email package,
+    a third of pvemond-claim's start-up. A malformed answer is a ValueError."""
+    tls.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = tls.recv(65536)
+        if not chunk or len(data) > 65536:
+            raise ValueError("no complete HTTP answer")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    status = rest[:3]
+    if not (version.startswith("HTTP/1.") and status.isdigit() and len(status) == 3):
+        raise ValueError("not an HTTP answer")
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines)}
+    length = headers.get("content-length", "")
+    if not length.isdigit():
+        raise ValueError("an answer without a Content-Length")
+    want = min(int(length), limit + 1)
+    while len(body) < want:
+        chunk = tls.recv(min(65536, want - len(body)))
+        if not chunk:
+            raise ValueError("the answer ended early")
+        body += chunk
+    return int(status), headers, body[:want]
+
+
+def _authority(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _retry_after(value: Optional[str]) -> float:

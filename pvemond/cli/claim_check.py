@@ -7,7 +7,6 @@ import os
 import socket
 import ssl
 from typing import Any, Dict, List, Optional, Tuple
-from urllib.parse import urlsplit
 
 from pvemond import prometheus, tlspin
 from pvemond.cli.claim_base import EXIT_OK, Written, _check_failed, _clean, say
@@ -97,7 +96,12 @@ def _unreachable(exc: api.ApiUnreachable, url: str, ca_path: Optional[str], time
 
 
 def _host_of(url: str) -> str:
-    return urlsplit(url).hostname or url
+    return _split(url).hostname or url
+
+
+def _split(url: str):
+    from urllib.parse import urlsplit  # here: only a failed check takes a URL apart
+    return urlsplit(url)
 
 
 def _tls_advice(cause: ssl.SSLCertVerificationError, url: str, ca_path: Optional[str],
@@ -125,7 +129,7 @@ def _tls_advice(cause: ssl.SSLCertVerificationError, url: str, ca_path: Optional
 def peer_sans(url: str, ca_path: Optional[str], timeout: float) -> Optional[List[Tuple[str, str]]]:
     """The SANs of the certificate on `url`, verified against the CA but not the name; None when
     it does not chain to the CA or cannot be reached."""
-    parts = urlsplit(url)
+    parts = _split(url)
     ctx = tlspin.context(ca_path, check_name=False)
     try:
         with tlspin.connect(parts.hostname or "", parts.port or PVE_PORT, ctx, timeout=timeout) as tls:

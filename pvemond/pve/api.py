@@ -30,13 +30,28 @@ class TlsRefused(ApiUnreachable):
     """pveproxy answered, with a certificate that does not verify: it runs, the trust is wrong."""
 
 
+class HTTPSConnection(http.client.HTTPSConnection):
+    """http.client's HTTPS connection opened by tlspin.connect (so with `tls_name`). Here, not in
+    tlspin: pvemond-claim imports tlspin for every claim, and http.client (with the email
+    package) is a third of its start-up."""
+
+    def __init__(self, host: str, port: int, ctx: ssl.SSLContext, *, timeout: float,
+                 tls_name: Optional[str] = None) -> None:
+        super().__init__(host, port, timeout=timeout, context=ctx)
+        self._ctx, self._tls_name = ctx, tls_name
+
+    def connect(self) -> None:
+        self.sock = tlspin.connect(self.host, self.port, self._ctx, timeout=self.timeout,
+                                   tls_name=self._tls_name)
+
+
 def get(base_url: str, path: str, token_id: str, secret: str, *, cafile: Optional[str],
         timeout: float = 15.0, tls_name: Optional[str] = None) -> Response:
     """GET {base_url}/api2/json{path} as the token; `tls_name`: the name the certificate must
     cover when it is not the URL's host (tlspin.connect)."""
     url = urlsplit(base_url)
-    conn = tlspin.HTTPSConnection(url.hostname or "", url.port or 8006, tlspin.context(cafile),
-                                  timeout=timeout, tls_name=tls_name)
+    conn = HTTPSConnection(url.hostname or "", url.port or 8006, tlspin.context(cafile),
+                           timeout=timeout, tls_name=tls_name)
     try:
         conn.request("GET", "/api2/json" + quote(path, safe="/?=&"),
                      headers={"Authorization": f"PVEAPIToken={token_id}={secret}",

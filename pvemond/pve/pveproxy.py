@@ -10,6 +10,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from pvemond import tlspin
+from pvemond.pve.api import HTTPSConnection
 
 
 class Unreachable(Exception):
@@ -25,7 +26,7 @@ class Served:
 def probe(url: str, timeout: float = 10.0) -> Served:
     """One anonymous request, certificate not verified: we want to see what is served."""
     host, port = _host_port(url)
-    conn = tlspin.HTTPSConnection(host, port, tlspin.context(verify=False), timeout=timeout)
+    conn = HTTPSConnection(host, port, tlspin.context(verify=False), timeout=timeout)
     try:
         conn.request("GET", "/api2/json/version")
         der = conn.sock.getpeercert(binary_form=True)

@@ -19,8 +19,8 @@ GROUP = grp.getgrgid(65534).gr_name          # nogroup
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 
 
-def owner_mode(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
+def owner_mode(path: "Path | str") -> tuple[int, int, int]:
+    st = os.stat(path)
     return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
 
 
@@ -29,7 +29,7 @@ def test_replacing_keeps_owner_group_and_mode(tmp_path: Path):
     path.write_text("old\n")
     os.chown(path, 0, 65534)
     path.chmod(0o640)
-    assert write_kept(path, b"new\n") == path
+    assert write_kept(path, b"new\n") == str(path)
     assert path.read_bytes() == b"new\n" and owner_mode(path) == (0, 65534, 0o640)
 
 
@@ -70,7 +70,7 @@ def test_a_symlink_is_written_through_and_stays_a_link(tmp_path: Path):
     real.chmod(0o640)
     link = tmp_path / "pve.yml"
     link.symlink_to(os.path.relpath(real, tmp_path))
-    assert write_kept(link, b"new\n") == real
+    assert write_kept(link, b"new\n") == str(real)
     assert link.is_symlink() and real.read_text() == "new\n"
     assert owner_mode(real) == (0, 65534, 0o640)
 
