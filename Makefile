@@ -56,11 +56,11 @@ $(EXPORTER_VENV)/.installed: Makefile $(VENV)/.installed
 # The two library generations side by side (they share no port, namespace or file: ports are
 # free ones, namespaces and temporary directories are per test), each one's output kept
 # together; then the upstream, fuzz and fleet rings two at a time; then one sub-make for the
-# packaging targets, so the .deb they share is built once.
+# packaging targets and the fleet ring on the .deb, so the .deb they share is built once.
 test: deps
 	$(MAKE) -j2 --output-sync=target test-debian test-pypi
 	$(MAKE) -j2 --output-sync=target test-upstream test-fuzz test-fleet
-	$(MAKE) unit-check lint lint-ansible test-system
+	$(MAKE) unit-check lint lint-ansible test-system test-fleet-deb
 
 # PATH without pyenv, so subprocesses (gunicorn, the simulator) see Debian's python too.
 test-debian:

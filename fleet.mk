@@ -1,4 +1,4 @@
-# The Ansible collection (ansible/): its venv, lint and the fleet ring (tests/fleet).
+# The Ansible collection (ansible/): its venv, lint and the fleet rings (tests/fleet, tests/fleet/deb).
 # Included by the Makefile; uses its DEBIAN_PY, VENV and VENV_PY. The venv is made on the default
 # python3, as the Makefile's own (Debian 12's python3.11 or pyenv's).
 
@@ -9,7 +9,7 @@ ANSIBLE_DEPS := 'ansible-core>=2.15,<2.20' ansible-lint
 # The collection where ansible-lint resolves its roles by their full names (pvemond.fleet.*).
 ANSIBLE_COLLECTIONS := build/ansible-collections
 
-.PHONY: ansible-venv sshd-deps test-fleet lint-ansible bench-fleet
+.PHONY: ansible-venv sshd-deps test-fleet test-fleet-deb lint-ansible bench-fleet
 
 ansible-venv: $(ANSIBLE_VENV)/.installed
 
@@ -29,6 +29,18 @@ test-fleet: ansible-venv sshd-deps venv
 	    $(DEBIAN_PY) -m pytest tests/fleet $(PYTEST_ARGS)
 	env PATH=$(CURDIR)/$(VENV)/bin:$$PATH PVEMOND_ANSIBLE=$(ANSIBLE_BIN) \
 	    $(VENV_PY) -m pytest tests/fleet $(PYTEST_ARGS)
+
+# The fleet ring against the .deb (tests/fleet/deb): ansible-playbook installs pvemond through apt
+# from the signed repository `make repo` built into booted bookworm (PVE 8) and trixie (PVE 9)
+# containers and pvemond-client into a monitoring host container. make test runs it after
+# test-system in the same make, so the .deb is built once. The containers are images layered on
+# the system ring's cached bases (debroot.layer); ansible-core is the venv's, the harness runs on
+# Debian's python3 as the system ring does (what it tests runs on each suite's own python3).
+FLEET_DEB_DEPS := debootstrap systemd-container util-linux tar openssh-client iproute2
+test-fleet-deb: ansible-venv repo
+	$(call pkg-apt,$(FLEET_DEB_DEPS))
+	cd $(CURDIR) && env PATH=$(PKG_PATH) PVEMOND_ANSIBLE=$(ANSIBLE_BIN) PVEMOND_REPO=$(PKG_BUILD)/repo \
+	    $(PKG_PY) -m pytest tests/fleet/deb -q $(PYTEST_ARGS)
 
 lint-ansible: ansible-venv
 	mkdir -p $(ANSIBLE_COLLECTIONS)/ansible_collections/pvemond

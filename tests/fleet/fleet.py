@@ -30,6 +30,25 @@ COMMANDS = {"pvemond-bootstrap": "bootstrap", "pvemond-claim": "claim", "pvemond
 RECAP = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 PLAYBOOK = REPO / "ansible" / "playbooks" / "site.yml"
 
+# Reads pve.yml and the file_sd targets on the monitoring host and calls each cluster's node
+# with its module's token, TLS verified by the CA the claim wrote: {module: HTTP status}. The
+# secrets stay inside this process (never on a command line).
+TOKENS_ANSWER = """\
+import json, ssl, sys, urllib.error, urllib.request, yaml
+pve_yml, file_sd = sys.argv[1], sys.argv[2]
+answers = {}
+for module, m in yaml.safe_load(open(pve_yml)).items():
+    target = yaml.safe_load(open(f"{file_sd}/{module}.yml"))[0]["labels"]["__param_target"]
+    ctx = ssl.create_default_context(cafile=m["verify_ssl"])
+    req = urllib.request.Request(f"https://{target}:8006/api2/json/version", headers={
+        "Authorization": f"PVEAPIToken={m['user']}!{m['token_name']}={m['token_value']}"})
+    try:
+        answers[module] = urllib.request.urlopen(req, context=ctx, timeout=10).status
+    except urllib.error.HTTPError as exc:
+        answers[module] = exc.code
+print(json.dumps(answers))
+"""
+
 
 def ansible_bin() -> Path:
     """The folder holding ansible-playbook (fleet.mk's venv): PVEMOND_ANSIBLE."""
@@ -89,13 +108,9 @@ class Fleet:
             self._stack.callback(self._remove_namespaces)
             self._network()
             self._keys()
-            bin_dir = self._commands()
             for host in self.hosts:
                 host.dir.mkdir(parents=True, exist_ok=True)
-            for node in self.nodes:
-                self._serve(node)
-            for host in self.hosts:
-                self._sshd(host, bin_dir)
+            self._start_hosts()
             self._wait_for_sshd()
             self._controller()
         except BaseException:
@@ -134,6 +149,14 @@ class Fleet:
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f",
                             str(self.keys / name)], check=True)
         (self.keys / "authorized_keys").write_text((self.keys / "controller.pub").read_text())
+
+    def _start_hosts(self) -> None:
+        """The simulated clusters and every host's sshd (a subclass may start them otherwise)."""
+        bin_dir = self._commands()
+        for node in self.nodes:
+            self._serve(node)
+        for host in self.hosts:
+            self._sshd(host, bin_dir)
 
     def _commands(self) -> Path:
         """pvemond's commands from the source tree, on this test's interpreter."""
@@ -262,3 +285,25 @@ pipelining = True
 
     def run_on(self, host: Host, *cmd: str, **kw) -> subprocess.CompletedProcess:
         return subprocess.run([*host.prefix, *cmd], capture_output=True, text=True, timeout=60, **kw)
+
+
+# -- what the tests check, whatever runs the hosts ------------------------------------------------
+
+def secrets_on_controller(fleet, secrets, *outputs: str) -> list:
+    """(where, secret) for every secret found in the playbook outputs or any controller file."""
+    found = [(f"output {i}", s) for i, out in enumerate(outputs) for s in secrets if s in out]
+    for path in fleet.controller_files():
+        data = path.read_bytes()
+        found += [(str(path), s) for s in secrets if s.encode() in data]
+    return found
+
+
+def changed_tasks(output: str) -> list:
+    """The task headers of the results that reported a change."""
+    task, out = None, []
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith("changed: "):
+            out.append(f"{task} {line[:120]}")
+    return out

@@ -9,27 +9,8 @@ import sys
 import pytest
 import yaml
 
-from fleet import MON, MON_IP, Fleet
+from fleet import MON, MON_IP, TOKENS_ANSWER, Fleet, changed_tasks, secrets_on_controller
 from harness import env_for
-
-# Reads pve.yml and the file_sd targets on the monitoring host and calls each cluster's node
-# with its module's token, TLS verified by the CA the claim wrote: {module: HTTP status}. The
-# secrets stay inside this process (never on a command line).
-TOKENS_ANSWER = """\
-import json, ssl, sys, urllib.error, urllib.request, yaml
-pve_yml, file_sd = sys.argv[1], sys.argv[2]
-answers = {}
-for module, m in yaml.safe_load(open(pve_yml)).items():
-    target = yaml.safe_load(open(f"{file_sd}/{module}.yml"))[0]["labels"]["__param_target"]
-    ctx = ssl.create_default_context(cafile=m["verify_ssl"])
-    req = urllib.request.Request(f"https://{target}:8006/api2/json/version", headers={
-        "Authorization": f"PVEAPIToken={m['user']}!{m['token_name']}={m['token_value']}"})
-    try:
-        answers[module] = urllib.request.urlopen(req, context=ctx, timeout=10).status
-    except urllib.error.HTTPError as exc:
-        answers[module] = exc.code
-print(json.dumps(answers))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -54,26 +35,6 @@ def token(fleet, node) -> dict:
                      env=env_for(node.config))
     assert r.returncode == 0, r.stderr
     return next(t for t in json.loads(r.stdout)["tokens"] if t["name"] == MON)
-
-
-def secrets_on_controller(fleet, secrets, *outputs: str) -> list:
-    """(where, secret) for every secret found in the playbook outputs or any controller file."""
-    found = [(f"output {i}", s) for i, out in enumerate(outputs) for s in secrets if s in out]
-    for path in fleet.controller_files():
-        data = path.read_bytes()
-        found += [(str(path), s) for s in secrets if s.encode() in data]
-    return found
-
-
-def changed_tasks(output: str) -> list:
-    """The task headers of the results that reported a change."""
-    task, out = None, []
-    for line in output.splitlines():
-        if line.startswith("TASK ["):
-            task = line
-        elif line.startswith("changed: "):
-            out.append(f"{task} {line[:120]}")
-    return out
 
 
 def assert_clean(run, changed: bool) -> None:

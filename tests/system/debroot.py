@@ -9,6 +9,10 @@ they were made. A base that is missing, made differently, or fails its health ch
 the cache only saves time, nothing depends on it. The mirror is the URI of this machine's own apt
 sources, read at run time.
 
+layer(suite, name, packages) is a cached copy of a base with more packages installed (the fleet
+ring's image: sshd, python3-apt), in /var/cache/pvemond-ci/<suite>-<name>/root; Container's
+nspawn_args put a container in its own network namespace instead of this host's.
+
 Also a small CLI, for people: `python3 tests/system/debroot.py base bookworm` (re)builds a base,
 `python3 tests/system/debroot.py shell trixie` boots one and opens a shell in it.
 """
@@ -181,6 +185,52 @@ def _chroot_apt(root: Path, args: List[str]) -> None:
     run(["chroot", str(root), "apt-get", "-q", *args], timeout=600)
 
 
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def layer(suite: str, name: str, packages: Sequence[str], mirror: Optional[str] = None) -> Path:
+    """A cached copy of base(suite) with `packages` installed, in CACHE/<suite>-<name>/root;
+    rebuilt when the base or the package list changes (its stamp holds both). Services the
+    packages bring are enabled but not started while installing (policy-rc.d)."""
+    mirror = mirror or host_mirror()
+    under = base(suite, mirror)
+    want = dict(_stamp(suite, mirror), layer=name, packages=sorted(packages))
+    top = CACHE / f"{suite}-{name}"
+    root = top / "root"
+    with _locked(CACHE / f"{suite}-{name}.lock"), _locked(CACHE / f"{suite}.lock"):
+        why = _healthy(root, want)
+        if why is None and _mtime(top / "stamp.json") >= _mtime(CACHE / suite / "stamp.json"):
+            return root
+        log(f"{suite}-{name}: building the layer ({why or 'the base is newer'})")
+        started = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix="root.new.", dir=CACHE))
+        tmp.chmod(0o755)
+        try:
+            run(["cp", "-a", "--reflink=auto", f"{under}/.", str(tmp)], timeout=600)
+            policy = tmp / "usr/sbin/policy-rc.d"  # a chroot shares this host's network: start nothing
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+            try:
+                _chroot_apt(tmp, ["install", "-y", "--no-install-recommends", *sorted(packages)])
+                _chroot_apt(tmp, ["clean"])
+            finally:
+                policy.unlink()
+            top.mkdir(parents=True, exist_ok=True)
+            if root.exists():
+                shutil.rmtree(root)
+            tmp.rename(root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        (top / "stamp.json").write_text(json.dumps(want))
+        why = _healthy(root, want)
+        if why:
+            raise SystemRingError(f"{suite}-{name}: the freshly built layer is unusable: {why}")
+        log(f"{suite}-{name}: layer ready in {time.monotonic() - started:.0f} s")
+        return root
+
+
 # --- booted containers -----------------------------------------------------------------------
 
 def _children(pid: int) -> List[int]:
@@ -203,8 +253,12 @@ def _comm(pid: int) -> str:
 class Container:
     """`systemd-nspawn --ephemeral --boot` of a base; commands run through nsenter."""
 
-    def __init__(self, root: Path, name: str, binds: Sequence[str] = (), log_path: Optional[Path] = None):
+    def __init__(self, root: Path, name: str, binds: Sequence[str] = (), log_path: Optional[Path] = None,
+                 nspawn_args: Sequence[str] = ()):
+        """nspawn_args: more systemd-nspawn options, e.g. --network-namespace-path=/run/netns/NS
+        (without one the container shares this host's network, as the system ring's do)."""
         self.root, self.name, self.binds = root, name, list(binds)
+        self.nspawn_args = list(nspawn_args)
         self.log_path = log_path or Path(tempfile.mkstemp(prefix=f"{name}.", suffix=".console")[1])
         self.proc: Optional[subprocess.Popen] = None
         self.pid1: Optional[int] = None
@@ -212,7 +266,7 @@ class Container:
     def boot(self, timeout: float = 60) -> "Container":
         cmd = ["systemd-nspawn", "-D", str(self.root), "--ephemeral", "--register=no", "--keep-unit",
                "--boot", "--console=passive", f"--machine={self.name}"]
-        cmd += [f"--bind-ro={b}" for b in self.binds]
+        cmd += [f"--bind-ro={b}" for b in self.binds] + self.nspawn_args
         env = dict(CLEAN_ENV, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
         with open(self.log_path, "wb") as console:
             self.proc = subprocess.Popen(cmd, stdout=console, stderr=subprocess.STDOUT,
