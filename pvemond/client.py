@@ -1,10 +1,14 @@
-"""The daemon's REST API as seen from the node: HTTP over its root-only unix socket (stdlib)."""
+"""The daemon's REST API as seen from the node: HTTP over its root-only unix socket (stdlib),
+one request per connection (pvemond.http1: http.client would slow every command's start)."""
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from typing import Any, Dict, Optional
+
+from pvemond import http1
+
+MAX_ANSWER = 16 << 20  # the daemon's biggest answer (a token list) is a few KiB
 
 
 class DaemonDown(Exception):
@@ -17,46 +21,38 @@ class ApiError(Exception):
         super().__init__(detail)
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
 class Client:
     def __init__(self, socket_path: str, timeout: float = 300.0):
         self.socket_path = socket_path
         self.timeout = timeout
 
     def request(self, method: str, path: str, body: Optional[Dict[str, Any]] = None) -> Any:
-        conn = _UnixConnection(self.socket_path, self.timeout)
-        payload = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if payload else {}
+        payload = json.dumps(body).encode() if body is not None else b""
+        head = (f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                f"Content-Length: {len(payload)}\r\n"
+                + ("Content-Type: application/json\r\n" if payload else "") + "\r\n")
         try:
-            conn.request(method, path, body=payload, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
+            answer = self._exchange(head.encode("ascii") + payload)
         except (FileNotFoundError, ConnectionRefusedError):
             raise DaemonDown(f"pvemond is not running (no daemon at {self.socket_path}): "
                              "systemctl start pvemond") from None
         except PermissionError:
             raise DaemonDown(f"permission denied on {self.socket_path}: run this as root") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http1.BadAnswer) as exc:  # e.g. a worker killed mid-answer
             raise DaemonDown(f"lost the connection to pvemond ({exc}): "
                              "see journalctl -u pvemond") from None
-        finally:
-            conn.close()
-        data = json.loads(raw.decode("utf-8")) if raw else None
-        if resp.status >= 400:
+        data = json.loads(answer.body.decode("utf-8")) if answer.body else None
+        if answer.status >= 400:
             data = data if isinstance(data, dict) else {}
-            raise ApiError(resp.status, data.get("error", "error"),
-                           data.get("detail", f"HTTP {resp.status} {resp.reason}"), data)
+            raise ApiError(answer.status, data.get("error", "error"),
+                           data.get("detail", f"HTTP {answer.status} {answer.reason}"), data)
         return data
+
+    def _exchange(self, request: bytes) -> http1.Answer:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+            return http1.exchange(sock, request, MAX_ANSWER)
 
     def health(self) -> Dict[str, Any]:
         return self.request("GET", "/v1/health")

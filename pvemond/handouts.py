@@ -15,6 +15,7 @@ No secret is ever written here: a record says who asked, for which token, until 
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -36,6 +37,7 @@ log = logging.getLogger("pvemond")
 
 INTENDED, OFFERED = "intended", "offered"
 RETRY_AFTER = 30  # seconds before a sweep retries a revoke that failed
+STATE_ROOM = 8192  # free bytes, beyond state.json's size, that its next version needs at least
 # What pvemond records about a token it minted; every key null for one it did not mint.
 TOKEN_META = ("created", "minted", "how", "privsep", "delivered_to", "delivered_at")
 
@@ -162,10 +164,24 @@ class Ledger:
             raise _busy(busy, doing)
 
     def check_writable(self) -> None:
-        """Fail now, before pveum changes anything, if the state cannot be written (a full
-        disk): a record that cannot be kept would leave a token nobody tracks."""
-        with self.lock():
-            self._change(lambda t, hs: None, "write the state")
+        """Fail now, before pveum changes anything, if the state cannot be written (a full or
+        read-only disk): a record that cannot be kept would leave a token nobody tracks. Asked
+        of the filesystem, not proven by a write: the intent's own write is that proof, and a
+        refusal there still comes before any secret."""
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        fs = os.statvfs(self.dir)
+        free = (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) * fs.f_frsize
+        if not os.access(self.dir, os.W_OK):
+            problem = errno.EROFS if fs.f_flag & os.ST_RDONLY else errno.EACCES
+        elif free < size + STATE_ROOM or fs.f_favail == 0:
+            problem = errno.ENOSPC
+        else:
+            return
+        raise _unwritable("write the state", self.path, os.strerror(problem))
 
     def offer(self, h: Handout, how: str) -> Handout:
         """The secret exists and was verified; the asking process now holds it."""
@@ -178,7 +194,9 @@ class Ledger:
             meta.update(minted=now, how=how, privsep=int(h.privsep), delivered_to=None,
                         delivered_at=None)
         with self.lock():
-            self._change(change, "record the minted token")
+            # Whole but not durable: a crash of the node may bring back the intent, and that
+            # crash also took the bootstrap holding the secret; the sweep then revokes it.
+            self._change(change, "record the minted token", durable=False)
             self._inflight.discard(h.id)
         audit.info("handout open token=%s id=%s caller=%s deadline=%s", h.token_id, h.id,
                    h.caller, clock_text(h.deadline))
@@ -276,21 +294,22 @@ class Ledger:
         audit.info("revoke token=%s reason=%s", h.token_id, reason)
         return removed
 
-    def _change(self, edit: Callable[[Dict, Dict], Any], what: str) -> None:
-        """Read, edit, write atomically and durably; a disk that cannot take it is a clear error."""
+    def _change(self, edit: Callable[[Dict, Dict], Any], what: str, durable: bool = True) -> None:
+        """Read, edit, write atomically (and durably: the rename too survives a crash); a disk
+        that cannot take it is a clear error."""
         tokens, handouts, _ = self._load(repair=True)
         edit(tokens, handouts)
         try:
-            self._write(tokens, handouts)
+            self._write(tokens, handouts, durable)
         except OSError as exc:
-            raise ServiceError("state_unwritable", f"cannot {what} in {self.path}: {exc.strerror}; "
-                               f"nothing was handed out. Free space or fix {self.dir} "
-                               f"(df -h {self.dir}), then retry", 507) from None
+            raise _unwritable(what, self.path, exc.strerror) from None
 
-    def _write(self, tokens: Dict[str, Dict], handouts: Dict[str, Handout]) -> None:
+    def _write(self, tokens: Dict[str, Dict], handouts: Dict[str, Handout],
+               durable: bool = True) -> None:
         doc = {"version": 2, "tokens": tokens,
                "handouts": {k: h.json() for k, h in handouts.items()}}
-        _write_durably(self.path, json.dumps(doc, indent=1, sort_keys=True))
+        text = json.dumps(doc, indent=1, sort_keys=True)
+        (_write_durably if durable else _write_atomically)(self.path, text)
 
     def _load(self, repair: bool = False) -> Tuple[Dict[str, Dict], Dict[str, Handout], List[str]]:
         """The state as far as it has the right shape; with `repair` (under the lock) a file that
@@ -322,6 +341,11 @@ def _stat_key(path: Path) -> Tuple[int, int, int]:
     except FileNotFoundError:
         return 0, 0, 0
     return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _unwritable(what: str, path: Path, why: str) -> ServiceError:
+    return ServiceError("state_unwritable", f"cannot {what} in {path}: {why}; nothing was handed "
+                        f"out. Free space or fix {path.parent} (df -h {path.parent}), then retry", 507)
 
 
 def _busy(h: Handout, doing: str) -> ServiceError:
@@ -384,6 +408,16 @@ def _meta(value: Any) -> Optional[Dict[str, Any]]:
 
 
 def _write_durably(path: Path, text: str) -> None:
+    _replace(path, text, durable=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """After a crash the old file or the new one, whole (its data is fsynced before the rename,
+    or some filesystems would leave it empty); which of the two is not settled."""
+    _replace(path, text, durable=False)
+
+
+def _replace(path: Path, text: str, durable: bool) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.")
     try:
@@ -392,11 +426,12 @@ def _write_durably(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        dirfd = os.open(path.parent, os.O_RDONLY)  # the rename itself must survive a crash
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        if durable:
+            dirfd = os.open(path.parent, os.O_RDONLY)  # the rename itself must survive a crash
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
     except BaseException:
         with _quiet():
             os.unlink(tmp)

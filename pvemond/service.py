@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from pvemond import __version__, access, doctor
+from pvemond import __version__, access, doctor, tlspin
 from pvemond.contract import Node as PayloadNode, Payload
 from pvemond.config import Config
 from pvemond.errors import ServiceError, service_error
@@ -127,11 +129,15 @@ class NodeService:
             self.ledger.sweep(self._revoke_record)  # frees a name whose bootstrap died
             facts = self._require_writable(d)
             self.ledger.check_free(d.token_id)
-            self.ledger.check_writable()
             holder = self._holder(d)
             if holder is not None and not rotate:
                 raise _kept(d, holder)
-            return self._mint(d, caller, owner, ttl, holder is not None, facts,
+            plan = self._plan(d, mint=True, facts=facts)
+            if not isinstance(next(op for s in plan.steps for op in s.ops), access.Mint):
+                # pveum writes before the intent: prove the state disk first. Where the mint is
+                # the first write, the intent itself is that proof.
+                self.ledger.check_writable()
+            return self._mint(d, caller, owner, ttl, holder is not None, facts, plan,
                               (claim_port, tuple(claim_allow)))
 
     def finish_handout(self, handout_id: str, *, caller: str, delivered: bool,
@@ -223,7 +229,8 @@ class NodeService:
         return {**dict.fromkeys(TOKEN_META), **(meta or {}), "managed": meta is not None}
 
     def _mint(self, d: access.Desired, caller: str, owner: Optional[int], ttl: int,
-              rotating: bool, facts: Facts, claim: Tuple[Optional[int], Tuple[str, ...]]) -> Minted:
+              rotating: bool, facts: Facts, plan: access.Plan,
+              claim: Tuple[Optional[int], Tuple[str, ...]]) -> Minted:
         """Apply the plan; the ledger records the intent right before pveum makes the secret,
         and closes it (revoking what was made) if anything after that fails."""
         intent: List[Handout] = []
@@ -234,9 +241,12 @@ class NodeService:
                 ttl=ttl, privsep=d.privsep, rotating=rotating))
 
         applier = access.Applier(self.pveum, self.caps, before_mint=before_mint)
+        # What the verification needs is made while pveum works: the CA file (a legacy CA's
+        # first re-issue is an openssl run), the name to verify, a TLS context.
+        target = _Soon(self._https_target if self.cfg.node.verify_https else lambda: None)
         try:
-            applied = self._apply(self._plan(d, mint=True, facts=facts), caller, "mint", applier)
-            privs = self._verify(d, applied.minted)
+            applied = self._apply(plan, caller, "mint", applier)
+            privs = self._verify(d, applied.minted, target.result())
             told = self.bootstrap_facts(facts, *claim)
             h = self.ledger.offer(intent[0], applied.how)
         except BaseException:
@@ -313,12 +323,14 @@ class NodeService:
                            step.change, "; ".join(step.findings) or "-")
         return applied
 
-    def _verify(self, d: access.Desired, minted: P.MintedToken) -> Dict[str, int]:
+    def _verify(self, d: access.Desired, minted: P.MintedToken,
+                target: Optional[Tuple[Optional[str], Optional[str], ssl.SSLContext]]
+                ) -> Dict[str, int]:
         """A real HTTPS call with the token (the real pveproxy, effective privileges on the ACL
-        path) where it is on; pveum's view of the token only where it is off, since that run
-        would prove nothing the HTTPS call does not."""
-        if self.cfg.node.verify_https:
-            return self._verify_https(d, minted)
+        path) where it is on (`target`: _https_target()); pveum's view of the token only where
+        it is off, since that run would prove nothing the HTTPS call does not."""
+        if target is not None:
+            return self._verify_https(d, minted, *target)
         try:
             privs = self.pveum.token_permissions(d.user, d.token, d.acl_path)
         except P.PveumError as exc:
@@ -330,25 +342,30 @@ class NodeService:
                                "permissions); the token was revoked", 502)
         return privs
 
-    def _verify_https(self, d: access.Desired, minted: P.MintedToken) -> Dict[str, int]:
+    def _https_target(self) -> Tuple[Optional[str], Optional[str], ssl.SSLContext]:
+        """The CA file pveproxy's certificate verifies against, the name it must cover (ACME:
+        the FQDN, not 127.0.0.1) and a TLS context trusting that CA."""
+        ca = self._trust()
+        name = served.local_tls_name(self.cfg.node.pve_dir, self.cfg.node.pveproxy_url)
+        return ca, name, tlspin.context(ca)
+
+    def _verify_https(self, d: access.Desired, minted: P.MintedToken, ca: Optional[str],
+                      name: Optional[str], context: ssl.SSLContext) -> Dict[str, int]:
         """pveproxy's own answer: the token's effective privileges on the ACL path; raises unless
-        every desired privilege is among them."""
-        url, ca = self.cfg.node.pveproxy_url, self._trust()
-        name = served.local_tls_name(self.cfg.node.pve_dir, url)  # ACME: the FQDN, not 127.0.0.1
+        every desired privilege is among them. One request: a 200 here is also the login."""
+        url = self.cfg.node.pveproxy_url
         try:
-            version = api.get(url, "/version", minted.full_id, minted.secret.reveal(), cafile=ca,
-                              tls_name=name)
             perms = api.get(url, f"/access/permissions?path={d.acl_path}", minted.full_id,
-                            minted.secret.reveal(), cafile=ca, tls_name=name)
+                            minted.secret.reveal(), cafile=ca, tls_name=name, context=context)
         except api.TlsRefused as exc:
             raise ServiceError("verification_failed", f"{exc}; the token was revoked", 502) from None
         except api.ApiUnreachable as exc:
             raise ServiceError("verification_failed", f"{exc} (is pveproxy running? "
                                "systemctl status pveproxy); the token was revoked", 502) from None
-        for r in (version, perms):
-            if r.status != 200:
-                raise ServiceError("verification_failed", f"pveproxy at {url} answered "
-                                   f"{r.status} {r.reason} to the new token; the token was revoked", 502)
+        if perms.status != 200:
+            raise ServiceError("verification_failed", f"pveproxy at {url} answered "
+                               f"{perms.status} {perms.reason} to the new token; the token was "
+                               "revoked", 502)
         seen = (perms.data or {}).get(d.acl_path) or {}
         if d.privileges - set(seen):
             raise ServiceError("verification_failed", f"over HTTPS the token lacks "
@@ -424,6 +441,30 @@ class NodeService:
             ca_pem=pem and pem[pem.index("-----BEGIN"):],
             pve_version=f.version.version if f.version else None,
             fingerprint=served.local(n.pve_dir).fingerprint, privileges=privs).to_json()
+
+
+class _Soon:
+    """`call` running in a thread from now on; result() waits for it and returns what it
+    returned or raises what it raised, in the caller's thread."""
+
+    def __init__(self, call: Callable[[], Any]):
+        self._result: Any = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(call,), name="pvemond-soon",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self._result = call()
+        except BaseException as exc:  # handed to result(), raised there
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 def _kept(d: access.Desired, holder: Dict[str, Any]) -> ServiceError:

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
-from pvemond import codes, files, formats, prometheus, tlspin
+from pvemond import codes, files, formats, http1, prometheus, tlspin
 # every exit code is importable from here, the module that documents them (EPILOG)
 from pvemond.cli.claim_base import (  # noqa: F401  (EXIT_CHECK: only re-exported)
     EXIT_BURNED, EXIT_CHECK, EXIT_CLAIMED, EXIT_EXPIRED, EXIT_INTERRUPTED, EXIT_NETWORK,
@@ -422,53 +422,21 @@ def redeem(host: str, port: int, pin: str, code: str, timeout: float) -> Dict[st
                f"Accept: application/json\r\nContent-Length: {len(body)}\r\n"
                "Connection: close\r\n\r\n").encode() + body
     try:
-        status, headers, answer = exchange(tls, request, MAX_PAYLOAD)
-    except (OSError, ValueError) as exc:
+        answer = http1.exchange(tls, request, MAX_PAYLOAD)
+    except (OSError, http1.BadAnswer) as exc:
         why = _why(exc) if isinstance(exc, OSError) else str(exc)
         raise Failure(EXIT_NETWORK, f"the claim request to {host}:{port} failed "
                       f"({why}); the node may have closed the claim") from None
     finally:
         tls.close()
-    if status != 200:
+    if answer.status != 200:
         try:
-            server_failure(status, answer, f"{host}:{port}")
+            server_failure(answer.status, answer.body, f"{host}:{port}")
         except Failure as failure:
-            if status == 503:
-                raise _Later(_retry_after(headers.get("retry-after")), failure) from None
+            if answer.status == 503:
+                raise _Later(_retry_after(answer.headers.get("retry-after")), failure) from None
             raise
-    return _payload(answer)
-
-
-def exchange(tls: "ssl.SSLSocket", request: bytes, limit: int) -> Tuple[int, Dict[str, str], bytes]:
-    """Send one HTTP/1.1 request and read its answer: (status, headers by lower-case name, body
-    of at most `limit` + 1 bytes). The claim listener always answers with a Content-Length and
-    closes, which is all the HTTP a claim needs; http.client would import the email package,
-    a third of pvemond-claim's start-up. A malformed answer is a ValueError."""
-    tls.sendall(request)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = tls.recv(65536)
-        if not chunk or len(data) > 65536:
-            raise ValueError("no complete HTTP answer")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = status_line.partition(" ")
-    status = rest[:3]
-    if not (version.startswith("HTTP/1.") and status.isdigit() and len(status) == 3):
-        raise ValueError("not an HTTP answer")
-    headers = {name.strip().lower(): value.strip()
-               for name, _, value in (line.partition(":") for line in lines)}
-    length = headers.get("content-length", "")
-    if not length.isdigit():
-        raise ValueError("an answer without a Content-Length")
-    want = min(int(length), limit + 1)
-    while len(body) < want:
-        chunk = tls.recv(min(65536, want - len(body)))
-        if not chunk:
-            raise ValueError("the answer ended early")
-        body += chunk
-    return int(status), headers, body[:want]
+    return _payload(answer.body)
 
 
 def _authority(host: str) -> str:

@@ -31,7 +31,6 @@ from pvemond import claim, procs, tlspin
 from pvemond.config import ClaimConfig
 from pvemond.contract import CLAIM_ROUTE
 
-EXIT_EXPIRED, EXIT_BURNED, EXIT_CANCELLED = 4, 5, 6
 # How long the child waits for the parent's word on a claim (the parent waits out a daemon
 # restart for less than this).
 ANSWER_WAIT = 15.0

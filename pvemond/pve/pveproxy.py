@@ -10,7 +10,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from pvemond import tlspin
-from pvemond.pve.api import HTTPSConnection
+from pvemond.pve.api import CLOSE, HTTPSConnection
 
 
 class Unreachable(Exception):
@@ -28,7 +28,7 @@ def probe(url: str, timeout: float = 10.0) -> Served:
     host, port = _host_port(url)
     conn = HTTPSConnection(host, port, tlspin.context(verify=False), timeout=timeout)
     try:
-        conn.request("GET", "/api2/json/version")
+        conn.request("GET", "/api2/json/version", headers=CLOSE)
         der = conn.sock.getpeercert(binary_form=True)
         status = conn.getresponse().status
     except (OSError, http.client.HTTPException) as exc:

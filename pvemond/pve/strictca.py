@@ -15,7 +15,9 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from pvemond import tlspin
 
 _EXTENSIONS = """\
 [ strict_ca ]
@@ -35,8 +37,47 @@ def _openssl(*args: str, stdin: Optional[str] = None) -> str:
 
 
 def lacks_key_usage(ca_pem: Path) -> bool:
-    """A CA certificate without keyUsage: strict clients (Python 3.13+) reject it."""
-    return "Key Usage" not in _openssl("x509", "-in", str(ca_pem), "-noout", "-ext", "keyUsage")
+    """A CA certificate without keyUsage: strict clients (Python 3.13+) reject it. Read from the
+    DER here (an openssl run costs ~25 ms of a bootstrap); openssl only for what that walk
+    cannot read."""
+    try:
+        return _KEY_USAGE not in _extension_oids(tlspin.pem_to_der(ca_pem.read_text(encoding="ascii")))
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return "Key Usage" not in _openssl("x509", "-in", str(ca_pem), "-noout", "-ext", "keyUsage")
+
+
+_KEY_USAGE = bytes((0x55, 0x1D, 0x0F))  # OID 2.5.29.15, as DER content
+
+
+def _extension_oids(der: bytes) -> List[bytes]:
+    """The extension OIDs (DER content) of a certificate: Certificate -> tbsCertificate ->
+    [3] extensions -> SEQUENCE OF Extension -> its first element."""
+    _, cert, _ = _tlv(der, 0)
+    _, tbs, tbs_end = _tlv(der, cert)
+    for tag, start, _ in _children(der, tbs, tbs_end):
+        if tag == 0xA3:
+            _, seq, seq_end = _tlv(der, start)
+            firsts = (_tlv(der, ext) for _, ext, _ in _children(der, seq, seq_end))
+            return [der[s:e] for t, s, e in firsts if t == 0x06]
+    return []
+
+
+def _children(der: bytes, start: int, end: int) -> Iterator[Tuple[int, int, int]]:
+    while start < end:
+        tag, content, nxt = _tlv(der, start)
+        yield tag, content, nxt
+        start = nxt
+
+
+def _tlv(der: bytes, i: int) -> Tuple[int, int, int]:
+    """(tag, content start, content end) of the DER element at i; ValueError if it overruns."""
+    tag, length, head = der[i], der[i + 1], i + 2
+    if length & 0x80:
+        size = length & 0x7F
+        length, head = int.from_bytes(der[head:head + size], "big"), head + size
+    if head + length > len(der):
+        raise ValueError("truncated DER")
+    return tag, head, head + length
 
 
 def reissue(ca_pem: Path, ca_key: Path) -> str:
@@ -90,8 +131,14 @@ def _stamp_of(path: Path) -> Optional[str]:
 
 
 def _write(path: Path, text: str) -> None:
+    """Atomically; a file of its own per writer, as two daemon threads may re-issue at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="ascii")
-    os.chmod(tmp, 0o644)  # a public certificate
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # a public certificate
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -44,6 +44,9 @@ def choose_cert(state: NodeState, node: Optional[str] = None) -> Tuple[Path, Pat
 # -- HTTP plumbing ------------------------------------------------------------------
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A buffered answer leaves in one write, as pveproxy sends it: headers and body apart, a
+    # keep-alive client's delayed ACK holds the body back 40 ms (Nagle).
+    wbufsize = -1
     server: "ProxyServer"
 
     def version_string(self) -> str:
