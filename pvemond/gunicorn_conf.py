@@ -39,9 +39,12 @@ limit_request_field_size = 8190
 umask = 0o077
 # One process keeps the memory small; threads keep status answering while pveum runs.
 workers = 1
-# The app is imported once, in the master, and the worker shares those pages instead of
-# importing Flask a second time (the sweeper thread still starts in the worker: post_worker_init).
-preload_app = True
+# The app is imported in the worker only (gunicorn's default, said here). Preloaded in the master,
+# every shared page the worker then writes (CPython's refcounts touch every object a request uses)
+# is held twice, once in each process. Measured after bootstraps (PSS, RSS sum): Debian 12
+# 38.9 -> 37.3 MiB, 72 -> 61 MiB; PyPI's newest 42.3 -> 41.3, 77 -> 65. The master keeps
+# gunicorn and the config; a restarted worker answers after ~0.2-0.4 s of imports.
+preload_app = False
 worker_class = "gthread"
 threads = 4
 # A mint runs several pveum calls; each may wait ~10 s for a cluster lock.
@@ -88,8 +91,8 @@ def _listener_problem(sock) -> "str | None":
 
 
 def pre_fork(server, worker) -> None:
-    """What the master holds stays out of the collector's sight, so the worker's first
-    collections do not write to (and so copy) the pages it shares with the master."""
+    """What the master holds (gunicorn, the config) stays out of the collector's sight, so the
+    worker's collections do not write to (and so copy) the pages it shares with the master."""
     import gc
     gc.freeze()
 
@@ -98,3 +101,18 @@ def post_worker_init(worker) -> None:
     from pvemond import gunicorn_errors, wsgi
     gunicorn_errors.install()
     wsgi.start_sweeper()
+
+
+def post_request(worker, req, environ, resp) -> None:
+    """After a request that changed something (a converge, a mint, a doctor run), the heap pages
+    it freed go back to the kernel, which glibc would otherwise keep for the daemon's life (about
+    1 MiB PSS less, measured). 0.1-2 ms, after the answer went out; never for a GET."""
+    if req.method not in ("GET", "HEAD"):
+        _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    import ctypes
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; other C libraries lack it
+    if trim is not None:
+        trim(0)

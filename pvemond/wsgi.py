@@ -1,9 +1,9 @@
 """The WSGI entry point gunicorn loads: logging to stderr (journald timestamps it), the app, and
 the sweeper that revokes tokens whose hand-out was never finished.
 
-gunicorn loads this in the master before forking (preload_app), so the worker shares its pages;
-the sweeper is a thread, which a fork does not copy: the worker starts it (start_sweeper, from
-gunicorn_conf's post_worker_init), so it runs where the requests are served and dies with them."""
+gunicorn loads this in its worker, never in the master (gunicorn_conf.preload_app says why); the
+worker starts the sweeper thread (start_sweeper, from gunicorn_conf's post_worker_init), so it
+runs where the requests are served and dies with them."""
 import logging
 import sys
 import threading
@@ -31,17 +31,6 @@ _cfg = _load()
 logging.basicConfig(stream=sys.stderr, level=_cfg.daemon.log_level.upper(),
                     format="%(name)s: %(levelname)s: %(message)s")
 app = create_app(_cfg)
-
-
-def _warm() -> None:
-    """One request through Flask here, in the master (the caller cannot be identified, so it is
-    refused before any use case runs): what Flask builds on a first request (the compiled URL
-    map, lazily imported modules, caches) is then shared with the worker, not copied into it."""
-    with app.test_client() as client:
-        client.get("/v1/status")
-
-
-_warm()
 
 
 def _sweep_forever() -> None:
