@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 CACHE = Path(os.environ.get("PVEMOND_CI_CACHE", "/var/cache/pvemond-ci"))
 # Proxmox VE 8 runs on bookworm, PVE 9 on trixie.
@@ -151,33 +151,44 @@ def base(suite: str, mirror: Optional[str] = None, *, rebuild: bool = False) -> 
         if why is None:
             return root
         log(f"{suite}: building the base ({why}) from {mirror}")
-        started = time.monotonic()
-        top.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix="root.new.", dir=top))
-        tmp.chmod(0o755)  # it becomes the container's /: mkdtemp's 0700 would lock out _apt & co
-        try:
-            run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}",
-                 "--components=main", suite, str(tmp), mirror], timeout=900)
-            (tmp / "etc/apt/sources.list").write_text(f"deb {mirror} {suite} main\n")
-            (tmp / "etc/hostname").write_text(f"pvemond-ci-{suite}\n")
-            # An empty machine-id: systemd-nspawn hands the container a fresh one at each boot.
-            (tmp / "etc/machine-id").write_text("")
-            _chroot_apt(tmp, ["clean"])  # debootstrap's own .debs: 100 MB copied at every boot
-            _chroot_apt(tmp, ["update"])
-            _chroot_apt(tmp, ["install", "-y", "--download-only", *PREFETCH])
-            for old in (root, top / "root.old"):
-                if old.exists():
-                    shutil.rmtree(old)
-            tmp.rename(root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        (top / "stamp.json").write_text(json.dumps(want))
-        why = _healthy(root, want)
-        if why:
-            raise SystemRingError(f"{suite}: the freshly built base is unusable: {why}")
-        log(f"{suite}: base ready in {time.monotonic() - started:.0f} s")
-        return root
+        return _build(top, f"{suite}: base", want, lambda tmp: _debootstrap(tmp, suite, mirror))
+
+
+def _debootstrap(tmp: Path, suite: str, mirror: str) -> None:
+    run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}",
+         "--components=main", suite, str(tmp), mirror], timeout=900)
+    (tmp / "etc/apt/sources.list").write_text(f"deb {mirror} {suite} main\n")
+    (tmp / "etc/hostname").write_text(f"pvemond-ci-{suite}\n")
+    # An empty machine-id: systemd-nspawn hands the container a fresh one at each boot.
+    (tmp / "etc/machine-id").write_text("")
+    _chroot_apt(tmp, ["clean"])  # debootstrap's own .debs: 100 MB copied at every boot
+    _chroot_apt(tmp, ["update"])
+    _chroot_apt(tmp, ["install", "-y", "--download-only", *PREFETCH])
+
+
+def _build(top: Path, label: str, want: Dict[str, object], fill: Callable[[Path], None]) -> Path:
+    """top/root made afresh by `fill` in a temporary directory, renamed into place only once
+    complete; then its stamp and a health check."""
+    root = top / "root"
+    started = time.monotonic()
+    top.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="root.new.", dir=top))
+    tmp.chmod(0o755)  # it becomes the container's /: mkdtemp's 0700 would lock out _apt & co
+    try:
+        fill(tmp)
+        for old in (root, top / "root.old"):
+            if old.exists():
+                shutil.rmtree(old)
+        tmp.rename(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (top / "stamp.json").write_text(json.dumps(want))
+    why = _healthy(root, want)
+    if why:
+        raise SystemRingError(f"{label}: freshly built, unusable: {why}")
+    log(f"{label} ready in {time.monotonic() - started:.0f} s")
+    return root
 
 
 def _chroot_apt(root: Path, args: List[str]) -> None:
@@ -203,32 +214,20 @@ def layer(suite: str, name: str, packages: Sequence[str], mirror: Optional[str] 
         if why is None and _mtime(top / "stamp.json") >= _mtime(CACHE / suite / "stamp.json"):
             return root
         log(f"{suite}-{name}: building the layer ({why or 'the base is newer'})")
-        started = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix="root.new.", dir=CACHE))
-        tmp.chmod(0o755)
-        try:
-            run(["cp", "-a", "--reflink=auto", f"{under}/.", str(tmp)], timeout=600)
-            policy = tmp / "usr/sbin/policy-rc.d"  # a chroot shares this host's network: start nothing
-            policy.write_text("#!/bin/sh\nexit 101\n")
-            policy.chmod(0o755)
-            try:
-                _chroot_apt(tmp, ["install", "-y", "--no-install-recommends", *sorted(packages)])
-                _chroot_apt(tmp, ["clean"])
-            finally:
-                policy.unlink()
-            top.mkdir(parents=True, exist_ok=True)
-            if root.exists():
-                shutil.rmtree(root)
-            tmp.rename(root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        (top / "stamp.json").write_text(json.dumps(want))
-        why = _healthy(root, want)
-        if why:
-            raise SystemRingError(f"{suite}-{name}: the freshly built layer is unusable: {why}")
-        log(f"{suite}-{name}: layer ready in {time.monotonic() - started:.0f} s")
-        return root
+        return _build(top, f"{suite}-{name}: layer", want,
+                      lambda tmp: _install_over(under, tmp, packages))
+
+
+def _install_over(under: Path, tmp: Path, packages: Sequence[str]) -> None:
+    run(["cp", "-a", "--reflink=auto", f"{under}/.", str(tmp)], timeout=600)
+    policy = tmp / "usr/sbin/policy-rc.d"  # a chroot shares this host's network: start nothing
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    try:
+        _chroot_apt(tmp, ["install", "-y", "--no-install-recommends", *sorted(packages)])
+        _chroot_apt(tmp, ["clean"])
+    finally:
+        policy.unlink()
 
 
 # --- booted containers -----------------------------------------------------------------------
