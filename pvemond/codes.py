@@ -12,7 +12,10 @@ Stdlib only: the node's listener and the monitoring host's pvemond-claim share i
 from __future__ import annotations
 
 import re
-from typing import Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Optional
 
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # 32 symbols: 5 bits each, no 0/O or 1/I
 CODE_SYMBOLS = 12                             # 10 random (50 bits) + 2 for the expiry minute

@@ -6,7 +6,12 @@ import it, so a port, a route or an error code is written once.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+from pvemond.records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Any, Dict, Optional, Tuple
 
 CLAIM_PORT = 8116          # pvemond-bootstrap's claim listener, unless --port says otherwise
 CLAIM_ROUTE = "/v1/claim"  # POST {"code": "XXXX-XXXX-XXXX"} -> 200 with the payload
@@ -56,7 +61,8 @@ class PayloadError(ValueError):
     value (a value may be the secret, and messages end up in logs)."""
 
 
-class Node(NamedTuple):
+@record
+class Node:
     name: str
     address: str  # a name the node's certificate covers (ACME), else its IP
     url: str
@@ -66,7 +72,8 @@ class Node(NamedTuple):
         return {k: v for k, v in self._asdict().items() if v is not None}
 
 
-class Payload(NamedTuple):
+@record
+class Payload:
     """The claim payload. `secret` is None on the node until pveum made it (with_secret)."""
     user: str
     token_name: str

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from typing import Iterator, Optional, Tuple, Union
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Optional, Tuple, Union
 
 
 def write_private(path: str, text: Union[str, bytes], mode: int = 0o600, *,
@@ -13,30 +15,48 @@ def write_private(path: str, text: Union[str, bytes], mode: int = 0o600, *,
         pass
 
 
-@contextmanager
 def staged_private(path: str, text: Union[str, bytes], mode: int = 0o600, *,
-                   ids: Optional[Tuple[int, int]] = None) -> Iterator[None]:
+                   ids: Optional[Tuple[int, int]] = None) -> _Staged:
     """Write `text` durably beside `path`; it replaces `path` only if the block succeeds (so
     the block can record where a secret goes before the secret is in place), else it is gone.
     The temporary file is 0600 from its creation; it gets owner and group `ids` (uid, gid)
     and `mode` once it is complete, and the directory is synced after the rename."""
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    directory, name = os.path.split(path)
-    fd, tmp = _create_temporary(directory or ".", f".{name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            if ids is not None:
-                os.fchown(f.fileno(), *ids)
-            os.fchmod(f.fileno(), mode)  # after chown, which may clear set-id bits
-        yield
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    sync_directory(directory or ".")
+    return _Staged(path, text.encode("utf-8") if isinstance(text, str) else text, mode, ids)
+
+
+class _Staged:
+    """staged_private's block: a class, not @contextmanager, which would load contextlib into
+    every claim."""
+
+    def __init__(self, path: str, data: bytes, mode: int, ids: Optional[Tuple[int, int]]):
+        self._path, self._data, self._mode, self._ids = path, data, mode, ids
+        self._directory = os.path.dirname(path) or "."
+        self._tmp = ""
+
+    def __enter__(self) -> None:
+        fd, self._tmp = _create_temporary(self._directory, f".{os.path.basename(self._path)}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self._data)
+                f.flush()
+                os.fsync(f.fileno())
+                if self._ids is not None:
+                    os.fchown(f.fileno(), *self._ids)
+                os.fchmod(f.fileno(), self._mode)  # after chown, which may clear set-id bits
+        except BaseException:
+            os.unlink(self._tmp)
+            raise
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is not None:  # the block failed: the file stays as it was
+            os.unlink(self._tmp)
+            return
+        try:
+            os.replace(self._tmp, self._path)
+        except BaseException:
+            os.unlink(self._tmp)
+            raise
+        sync_directory(self._directory)
 
 
 def _create_temporary(directory: str, prefix: str) -> Tuple[int, str]:

@@ -9,11 +9,16 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from pvemond import pveyml
 from pvemond.contract import (PAYLOAD_VERSION, PVE_PORT, SYSTEM_TRUST_VERSION, Node, Payload,
                               PayloadError, check_text, system_trust)
+
+from pvemond.records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Callable, Dict, List, Optional, Tuple
 
 __all__ = ["FORMATS", "WRITERS", "HEADER", "FormatError", "OutputFile", "Token", "Node",
            "PAYLOAD_VERSION", "SYSTEM_TRUST_VERSION", "PVE_PORT", "system_trust", "module_name",
@@ -32,7 +37,8 @@ class FormatError(ValueError):
     """The payload, the format or an existing output file cannot be rendered; says how to fix it."""
 
 
-class OutputFile(NamedTuple):
+@record
+class OutputFile:
     """One file of a rendering. `path` None is the output the user named (-o FILE, or stdout);
     any other file (curl's token header) goes where `path` says, beside it."""
     path: Optional[str]
@@ -43,7 +49,8 @@ class OutputFile(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 # The payload (contract.Payload checks it), as the renderers see it
 
-class Token(NamedTuple):
+@record
+class Token:
     user: str
     token_name: str
     token_id: str

@@ -8,7 +8,12 @@ start-up, a fifth of pvemond-bootstrap's.
 from __future__ import annotations
 
 import socket
-from typing import Dict, NamedTuple
+
+from pvemond.records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Dict
 
 HEAD_LIMIT = 65536  # bytes of status line and headers; both servers send a few hundred
 
@@ -17,7 +22,8 @@ class BadAnswer(ValueError):
     """The answer is not HTTP that can be read (the peer died mid-answer, or is not ours)."""
 
 
-class Answer(NamedTuple):
+@record
+class Answer:
     status: int
     reason: str
     headers: Dict[str, str]  # by lower-case name

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Collection, Iterable, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Collection, Iterable, Optional
 
 REALM = r"[A-Za-z][A-Za-z0-9.\-_]+"
 USERID = re.compile(rf"([^\s:/]+)@({REALM})")

@@ -12,7 +12,12 @@ import json
 import os
 import re
 import time
-from typing import Any, Dict, List, NamedTuple, Optional
+
+from pvemond.records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Any, Dict, List, Optional
 
 JOB_NAME = "pvemond-pve"
 FILE_SD_DIR = "/etc/prometheus/file_sd/pvemond"  # Debian's prometheus reads /etc/prometheus
@@ -28,20 +33,13 @@ class PrometheusError(Exception):
 # ---------------------------------------------------------------------------------------------
 # The file_sd target file
 
-def _url_host(url: str) -> str:
-    from urllib.parse import urlsplit
-    host = urlsplit(url).hostname
-    if not host:
-        raise PrometheusError(f"the node URL {url!r} names no host")
-    return host
-
-
 def target_groups(payload: Dict[str, Any], module: str, exporter: str = EXPORTER) -> List[Dict]:
     """One group per node: the exporter scraped with ?target=<node>&module=<module>, labelled
-    by node so the nodes' series do not collide."""
+    by node so the nodes' series do not collide. The target is the node's address, the host of
+    its URL: a name its certificate covers, else its IP."""
     cluster = payload.get("cluster") or payload["node"]
     return [{"targets": [exporter],
-             "labels": {"__param_target": _url_host(node["url"]), "__param_module": module,
+             "labels": {"__param_target": node["address"], "__param_module": module,
                         "cluster": cluster, "instance": node["name"]}}
             for node in payload["nodes"]]
 
@@ -87,10 +85,12 @@ def job_stanza(directory: str, indent: str = "  ", newline: str = "\n") -> str:
     return newline.join(lines) + newline
 
 
-_TOP_KEY = re.compile(r"""(?:"([^"]*)"|'([^']*)'|([A-Za-z_][\w.-]*))[ \t]*:(?=[ \t]|$)(.*)$""")
+# compiled (and cached by re) on first use: only --prometheus-config reads prometheus.yml
+_TOP_KEY = r"""(?:"([^"]*)"|'([^']*)'|([A-Za-z_][\w.-]*))[ \t]*:(?=[ \t]|$)(.*)$"""
 
 
-class _Line(NamedTuple):
+@record
+class _Line:
     start: int  # byte offset in the text
     text: str   # without its line break
 
@@ -128,7 +128,7 @@ def add_job(config_text: str, directory: str) -> Optional[str]:
         raise PrometheusError(f"the job {JOB_NAME} is already in the config but does not read "
                               f"{_glob(directory)}: add that path to its file_sd_configs, or "
                               "pass the --file-sd directory it reads")
-    found = [(i, m) for i, m in ((i, _TOP_KEY.fullmatch(ln.text)) for i, ln in enumerate(lines))
+    found = [(i, m) for i, m in ((i, re.fullmatch(_TOP_KEY, ln.text)) for i, ln in enumerate(lines))
              if m and "scrape_configs" in (m.group(1), m.group(2), m.group(3))]
     if len(found) > 1:
         raise PrometheusError("the config has scrape_configs twice; fix that first")
@@ -287,7 +287,8 @@ def reload(config_path: str, pid: Optional[int] = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Prometheus's view of the targets
 
-class Target(NamedTuple):
+@record
+class Target:
     instance: str
     health: str  # up, down, unknown; "missing": Prometheus has no such target
     last_error: str

@@ -8,10 +8,16 @@ and the fix, never guessed at. Stdlib only: pvemond-claim runs it on any monitor
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Optional
 
-_DOC_START = re.compile(r"---(?:[ \t]+(?:#.*)?)?")
-_ANCHOR = re.compile(r"(?:^|[\s\[{,])&([^\s,\[\]{}]+)")
+from pvemond.records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Optional
+
+# patterns, compiled (and cached by re) on first use: most claims never merge a file
+_DOC_START = r"---(?:[ \t]+(?:#.*)?)?"
+_ANCHOR = r"(?:^|[\s\[{,])&([^\s,\[\]{}]+)"
 _FIX = "fix pve.yml by hand, or write to a new file with -o"
 
 
@@ -23,12 +29,14 @@ def _fail(lineno: int, problem: str) -> MergeError:
     return MergeError(f"existing pve.yml, line {lineno}: {problem}; {_FIX}")
 
 
-class _Layout(NamedTuple):
+@record
+class _Layout:
     indent: int                     # column of the top-level keys (normally 0)
     keys: list[tuple[int, str]]     # (line index, decoded key) of each top-level key
 
 
-class Block(NamedTuple):
+@record
+class Block:
     """Our module as pvemond renders it: comment lines, the key line, `key: value` settings."""
     comments: list[str]
     key_line: str
@@ -67,7 +75,8 @@ def render(block: Block) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Inside our module
 
-class _Child(NamedTuple):
+@record
+class _Child:
     key: str
     comment: str   # an inline comment on the key's line ('' if none)
 
@@ -205,7 +214,7 @@ def _scan(lines: list[str]) -> _Layout:
 
 def _is_doc_marker(line: str, indent: Optional[int], i: int) -> bool:
     """A leading `%YAML`/`---` is fine; a second document or `...` is not."""
-    if indent is None and (line.startswith("%") or _DOC_START.fullmatch(line)):
+    if indent is None and (line.startswith("%") or re.fullmatch(_DOC_START, line)):
         return True
     if re.match(r"(---|\.\.\.)(\s|$)", line):
         raise _fail(i + 1, "a second YAML document or a document end marker ('---' or '...'); "
@@ -312,7 +321,7 @@ def _inside(raw: str, indent: int) -> bool:
 def _check_anchors(lines: list[str], start: int, end: int) -> None:
     # Another module may reuse ours through an anchor (`*name`, `<<: *name`); rewriting ours
     # would leave it dangling, or hand it our token.
-    anchors = {a for line in lines[start:end] for a in _ANCHOR.findall(line)}
+    anchors = {a for line in lines[start:end] for a in re.findall(_ANCHOR, line)}
     for i, line in enumerate(lines):
         if start <= i < end:
             continue

@@ -20,7 +20,10 @@ import hashlib
 import re
 import socket
 import ssl
-from typing import Any, List, Optional, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Any, List, Optional, Tuple
 
 PIN_FORM = "sha256:<64 hex digits> (or sha256:AA:BB:... with 32 colon-separated bytes)"
 
@@ -163,12 +166,41 @@ def context(cafile: Optional[str] = None, *, verify: bool = True,
     return ctx
 
 
+def _ip_family(host: str) -> Optional[int]:
+    """AF_INET or AF_INET6 for an address literal, None for a name. inet_pton, not ipaddress:
+    that module is a millisecond of pvemond-claim's start-up."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return family
+        except OSError:
+            continue
+    return None
+
+
+def tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
+    """socket.create_connection, which an address literal does not need: its getaddrinfo
+    IDNA-encodes every host (a millisecond of codec imports for a claim). A name (or an IPv6
+    address with a %zone) still goes through it."""
+    family = _ip_family(host)
+    if family is None:
+        return socket.create_connection((host, port), timeout=timeout)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
 def connect(host: str, port: int, ctx: ssl.SSLContext, *, timeout: float,
             tls_name: Optional[str] = None) -> ssl.SSLSocket:
     """TCP to host:port, TLS with SNI and name check against `tls_name` (default: host, no SNI
     for an IP). Connecting to one address while verifying another name is how a node reaches
     its own pveproxy on 127.0.0.1 under an ACME certificate that names only its FQDN."""
-    raw = socket.create_connection((host, port), timeout=timeout)
+    raw = tcp_connect(host, port, timeout)
     try:
         return ctx.wrap_socket(raw, server_hostname=tls_name or host)
     except BaseException:
@@ -202,26 +234,17 @@ class PinMismatch(Exception):
         self.expected, self.got, self.fingerprint = expected, got, fingerprint
 
 
-def _is_ip(host: str) -> bool:
-    import ipaddress
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
 def open_unverified(host: str, port: int, timeout: float) -> ssl.SSLSocket:
     """TLS 1.2+ without CA verification, for a caller that checks the pin before it sends
-    anything. Connecting raises what socket.create_connection raises (refused, timeout,
+    anything. Connecting raises what tcp_connect raises (refused, timeout,
     unresolvable: the caller names each); the handshake raises HandshakeFailed."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    raw = socket.create_connection((host, port), timeout=timeout)
+    raw = tcp_connect(host, port, timeout)
     try:
-        return ctx.wrap_socket(raw, server_hostname=None if _is_ip(host) else host)
+        return ctx.wrap_socket(raw, server_hostname=None if _ip_family(host) else host)
     except OSError as exc:  # ssl.SSLError included
         raw.close()
         raise HandshakeFailed(exc) from exc

@@ -16,7 +16,6 @@ import socket
 import ssl
 import sys
 import time
-from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 from pvemond import codes, files, formats, http1, prometheus, tlspin
 # every exit code is importable from here, the module that documents them (EPILOG)
@@ -28,6 +27,10 @@ from pvemond.cli.claim_check import check, check_readable
 from pvemond.cli.claim_prom import check_prometheus, file_sd_dir, prom_preflight, setup_prometheus
 from pvemond.codes import normalize_code
 from pvemond.contract import CLAIM_PORT, CLAIM_ROUTE, Refusal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 MAX_PAYLOAD = 1 << 20
 # Seconds a claim keeps retrying while the node cannot record the hand-out (a daemon restart).
@@ -72,7 +75,7 @@ _NEXT = {
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="pvemond-claim", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="pvemond-claim", epilog=EPILOG, formatter_class=_help_formatter,
         description="Redeem the claim code printed by pvemond-bootstrap on a Proxmox VE node and "
                     "write the monitoring tool's config, with the cluster CA so TLS stays verified.")
     p.add_argument("target", metavar="HOST[:PORT]",
@@ -118,6 +121,19 @@ def parser() -> argparse.ArgumentParser:
     prom.add_argument("--check-wait", metavar="S", type=float, default=60.0,
                       help="--check waits this long for Prometheus's first scrape (default 60)")
     return p
+
+
+def _help_formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's formatter, told the width: left to itself it imports shutil (with bz2 and
+    lzma) to ask the terminal, over a millisecond of every claim's start-up."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return argparse.RawDescriptionHelpFormatter(prog, width=max(columns, 40) - 2)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import NamedTuple, Optional, Tuple
+
+from pvemond.records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Optional, Tuple
 
 (EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_PIN, EXIT_WRONG_CODE, EXIT_EXPIRED, EXIT_CLAIMED,
  EXIT_BURNED, EXIT_NOT_ALLOWED, EXIT_NETWORK, EXIT_OUTPUT, EXIT_CHECK, EXIT_RATE) = range(13)
@@ -19,7 +24,8 @@ class Failure(Exception):
         self.rc = rc
 
 
-class Written(NamedTuple):
+@record
+class Written:
     config: Optional[str]  # None: printed on stdout
     ca_path: Optional[str]  # None: the system CAs verify the node (formats.system_trust)
     companions: Tuple[str, ...] = ()  # a format's other files (curl's token header)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from typing import Any, Dict, List, Optional, Tuple
 
 from pvemond import prometheus, tlspin
 from pvemond.cli.claim_base import EXIT_OK, Written, _check_failed, _clean, say
 from pvemond.contract import PVE_PORT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Any, Dict, List, Optional, Tuple
 
 
 class _OnFirstUse:

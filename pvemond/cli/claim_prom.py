@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict, List, Optional
 
 from pvemond import formats, prometheus
 from pvemond.cli.claim_base import (EXIT_CHECK, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, Failure,
                                     _check_failed, _why, _write_kept, say)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Any, Dict, List, Optional
 
 
 def file_sd_dir(args: argparse.Namespace) -> Optional[str]:

@@ -9,10 +9,13 @@ import http.client
 import json
 import ssl
 from dataclasses import dataclass
-from typing import Any, Optional
 from urllib.parse import quote, urlsplit
 
 from pvemond import tlspin
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
+    from typing import Any, Optional
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import json
 import signal
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
@@ -44,6 +45,30 @@ def test_claim_writes_the_config_and_keeps_the_token(daemon, node, config, claim
     holders = [p for p in tmp_path.rglob("*") if p.is_file() and secret in p.read_bytes()]
     assert sorted(holders) == sorted([out, token_cfg])
     assert secret.decode() not in r.stderr + r.stdout + b.stderr + json.dumps(b.events)
+
+
+# Modules a claim must not load: each was once on its path and cost its start-up (issue 13's
+# measurements). `python3 -X importtime` shows who brings one back.
+HEAVY = ("typing", "shutil", "tempfile", "contextlib", "dataclasses", "http.client", "email",
+         "urllib.parse", "ipaddress", "encodings.idna", "threading")
+RECORD_MODULES = ("import atexit, sys; out = open(sys.argv.pop(1), 'w'); "
+                  "atexit.register(lambda: print(*sorted(sys.modules), file=out)); "
+                  "from pvemond.cli.claim import main; sys.exit(main())")
+
+
+def test_a_claim_loads_none_of_the_heavy_modules(daemon, node, config, claim_args, tmp_path):
+    b = Bootstrap(config, *claim_args)
+    offer = b.wait_for("claim_open")
+    loaded = tmp_path / "modules"
+    r = subprocess.run([sys.executable, "-c", RECORD_MODULES, str(loaded),
+                        f"127.0.0.1:{offer['port']}", offer["code"], "--pin", offer["pin"],
+                        "-o", str(tmp_path / "pve.yml")], env=env_for(config),
+                       capture_output=True, text=True, timeout=60, cwd=config.parent)
+    assert r.returncode == 0, r.stderr
+    assert b.finish() == 0, b.stderr
+    modules = set(loaded.read_text().split())
+    assert "pvemond.cli.claim" in modules and "ssl" in modules
+    assert sorted(modules.intersection(HEAVY)) == []
 
 
 def test_claim_while_the_daemon_restarts_is_recorded(daemon, node, config, claim_args, tmp_path):

@@ -40,7 +40,7 @@ apt install pvemond
 CLIENT_MODULES = {"__init__.py", "cli/__init__.py", "cli/claim.py", "cli/claim_base.py",
                   "cli/claim_check.py", "cli/claim_prom.py", "codes.py", "formats.py",
                   "files.py", "http1.py", "tlspin.py", "names.py", "contract.py", "pveyml.py", "hostfiles.py",
-                  "prometheus.py", "pve/__init__.py", "pve/api.py"}
+                  "prometheus.py", "records.py", "pve/__init__.py", "pve/api.py"}
 # GET one path of the daemon's API over its unix socket: python3 -c API_GET SOCKET PATH.
 API_GET = r"""
 import http.client, json, socket, sys

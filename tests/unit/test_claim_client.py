@@ -78,7 +78,7 @@ def test_a_refused_connection_within_the_clock_skew_is_not_called_expired():
 def test_a_timeout_blames_a_firewall(monkeypatch, raised):
     def drop(*args, **kwargs):
         raise raised
-    monkeypatch.setattr(socket, "create_connection", drop)
+    monkeypatch.setattr(tlspin, "tcp_connect", drop)
     code = code_expiring(time.time() - 600)  # expired, yet a drop is a firewall, not the code
     with pytest.raises(cli.Failure) as info:
         cli.open_tls("192.0.2.10", 8116, code, 3.0, pin=PIN)
@@ -90,7 +90,7 @@ def test_a_timeout_blames_a_firewall(monkeypatch, raised):
 def test_a_reset_at_accept_names_allow(monkeypatch):
     def reset(*args, **kwargs):
         raise ConnectionResetError()
-    monkeypatch.setattr(socket, "create_connection", reset)
+    monkeypatch.setattr(tlspin, "tcp_connect", reset)
     with pytest.raises(cli.Failure) as info:
         cli.open_tls("192.0.2.10", 8116, code_expiring(time.time() + 60), 3.0)
     assert "--allow" in str(info.value)

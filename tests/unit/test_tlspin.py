@@ -7,12 +7,14 @@ import base64
 import hashlib
 import random
 import re
+import socket
 import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from pvemond import tlspin
 from pvemond.tlspin import (curl_pin, fingerprint_of_der, normalize_pin, pem_to_der, pin_of_der,
                             spki_der)
 
@@ -215,3 +217,28 @@ def test_normalize_pin_accepts_every_printed_form(certs):
 def test_normalize_pin_refuses_with_the_expected_form(text):
     with pytest.raises(ValueError, match=r"sha256:<64 hex digits>"):
         normalize_pin(text)
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
+                                          (socket.AF_INET, "localhost")])
+def test_tcp_connect_reaches_literals_directly_and_names_by_lookup(monkeypatch, family, host):
+    looked_up = []
+    real = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection",
+                        lambda *a, **k: looked_up.append(a[0][0]) or real(*a, **k))
+    with socket.socket(family) as server:
+        server.bind((host if host != "localhost" else "127.0.0.1", 0))
+        server.listen()
+        with tlspin.tcp_connect(host, server.getsockname()[1], 5.0) as sock:
+            assert sock.family == family and sock.gettimeout() == 5.0
+            assert sock.getpeername()[:2] == server.getsockname()[:2]
+    # an address literal needs no getaddrinfo (whose IDNA codec a claim would load)
+    assert looked_up == ([host] if host == "localhost" else [])
+
+
+def test_tcp_connect_to_a_closed_port_is_refused():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, not listening: refused
+        with pytest.raises(ConnectionRefusedError):
+            tlspin.tcp_connect("127.0.0.1", port, 5.0)
