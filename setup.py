@@ -13,7 +13,7 @@ setup(
         "console_scripts": [
             "pvemond = pvemond.cli.admin:main",
             "pvemond-bootstrap = pvemond.cli.bootstrap:main",
-            "pvemond-claim = pvemond.cli.claim:main",
+            "pvemond-claim = pvemond.cli.claim:command",
         ],
     },
 )

@@ -226,7 +226,7 @@ def claim_round_trip(work: Path) -> None:
 
 # pvemond-claim as the package installs it (debian/launchers.py), not `python -m`, whose runpy a
 # user's claim never pays.
-CLAIM_LAUNCHER = "import sys; from pvemond.cli.claim import main; sys.exit(main())"
+CLAIM_LAUNCHER = "import sys; from pvemond.cli.claim import command; sys.exit(command())"
 
 
 def run_claim(config: Path, *args: str) -> subprocess.CompletedProcess:

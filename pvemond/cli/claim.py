@@ -597,5 +597,18 @@ def report(fmt: str, payload: Dict[str, Any], written: Written, where: str) -> N
     say("\n".join(out))
 
 
+def command() -> NoReturn:
+    """The pvemond-claim command: main(), then out without the interpreter's teardown. By then
+    every file is written, synced and closed; freeing each module's objects one by one (and
+    OpenSSL's clean-up) would add about 3.5 ms, a tenth of a claim (measured)."""
+    rc = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # what was said could not all be said (a closed pipe)
+        rc = rc or EXIT_OUTPUT
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()
