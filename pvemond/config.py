@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import yaml
-
 from pvemond import names
 from pvemond.contract import CLAIM_PORT
 from pvemond.pve import node
@@ -246,6 +244,7 @@ def load(path: Optional[str] = None) -> Config:
 
 
 def parse(text: str, source: str = "<string>") -> Config:
+    import yaml  # here, not at the top: the daemon's worker takes a checked Config (from_dict)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -267,6 +266,15 @@ def parse(text: str, source: str = "<string>") -> Config:
     if problems:
         raise ConfigError(source, problems)
     return Config(source=source, **sections)
+
+
+def from_dict(data: Dict[str, Any]) -> Config:
+    """The Config that `dataclasses.asdict` made of a checked one (the daemon's master hands it to
+    its worker that way): the values are trusted, only lists come back as tuples."""
+    sections = {f.name: f.default_factory(**{k: tuple(v) if isinstance(v, list) else v
+                                             for k, v in data[f.name].items()})
+                for f in dataclasses.fields(Config) if f.name != "source"}
+    return Config(source=data["source"], **sections)
 
 
 def _write_privilege_problems(access: AccessConfig) -> List[str]:

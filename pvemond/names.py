@@ -5,7 +5,6 @@ Stdlib only: the monitoring-host side may import it. Every pattern is applied wi
 """
 from __future__ import annotations
 
-import difflib
 import re
 
 TYPE_CHECKING = False
@@ -56,5 +55,6 @@ def unknown_privileges(privileges: Iterable[str], known: Collection[str]) -> Opt
 
 
 def _nearest(name: str, known: Collection[str]) -> str:
+    import difflib  # here: only a misspelt privilege needs it (the daemon and bootstrap start lighter)
     close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
     return f" (nearest: {', '.join(close)})" if close else ""

@@ -18,8 +18,13 @@ SWEEP_EVERY = 1.0
 
 
 def _load() -> config.Config:
-    """A bad file (changed since the master read it): one `Error:` paragraph, no traceback, and
-    gunicorn's "worker failed to boot" exit (3), which stops the master too."""
+    """The configuration gunicorn's master read and checked at start (gunicorn_conf), so master
+    and worker run on the same settings and the worker loads no YAML parser. Imported without
+    that master, the file itself; a bad one: one `Error:` paragraph, no traceback, and gunicorn's
+    "worker failed to boot" exit (3)."""
+    checked = getattr(sys.modules.get("pvemond.gunicorn_conf"), "pvemond_config", None)
+    if checked is not None:
+        return config.from_dict(checked)
     try:
         return config.load()
     except config.ConfigError as exc:

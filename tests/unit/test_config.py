@@ -1,6 +1,7 @@
 import textwrap
 
 import pytest
+import yaml
 
 from pvemond import config
 
@@ -147,7 +148,7 @@ def test_loopback_spellings_are_normalised_for_gunicorn(spelling, bind):
     ("127.0.0.1:8117\n", "not ADDRESS:PORT"),
 ])
 def test_anything_not_exactly_loopback_is_refused(spelling, why):
-    [problem] = problems(config.yaml.safe_dump({"daemon": {"tcp": spelling}}))
+    [problem] = problems(yaml.safe_dump({"daemon": {"tcp": spelling}}))
     assert problem.startswith("daemon.tcp: ") and why in problem
 
 
@@ -160,7 +161,7 @@ def test_anything_not_exactly_loopback_is_refused(spelling, why):
 ])
 def test_a_final_newline_is_refused(setting, value):
     section, key = setting.split(".")
-    text = config.yaml.safe_dump({section: {key: value}})
+    text = yaml.safe_dump({section: {key: value}})
     assert [p for p in problems(text) if p.startswith(setting)]
 
 
@@ -173,3 +174,17 @@ def test_a_real_write_privilege_still_needs_the_loud_setting():
     [found] = problems("access: {privileges: [VM.Audit, VM.Allocate]}")
     assert "VM.Allocate can change the cluster" in found
     assert parse("access: {privileges: [VM.Allocate], allow_write_privileges: true}")
+
+
+def test_the_checked_config_survives_the_masters_hand_over_unchanged():
+    """gunicorn_conf hands the worker the master's checked Config as JSON (asdict)."""
+    import dataclasses
+    import json
+    cfg = parse("""
+        access: {privileges: [VM.Audit, Sys.Audit], token: prom}
+        daemon: {tcp: "127.0.0.1:8117", log_level: debug}
+        claim: {allow: [192.0.2.0/24, "2001:db8::/32"], ttl: 300}
+        """)
+    again = config.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert again == cfg and again.claim.allow == ("192.0.2.0/24", "2001:db8::/32")
+    assert isinstance(again.access.privileges, tuple) and again.source == "test.yaml"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import yaml
 
 from pvemond import config, doctor
 from pvemond.pve.usercfg import parse
@@ -13,7 +14,7 @@ ROLE = "role:monitoring:Datastore.Audit,SDN.Audit,Sys.Audit,VM.Audit:\n"
 
 
 def inputs(user_cfg: str, pve_dir: str = "/nonexistent", **access) -> doctor.Inputs:
-    cfg = config.parse(config.yaml.safe_dump({"access": access, "node": {"pve_dir": pve_dir}}))
+    cfg = config.parse(yaml.safe_dump({"access": access, "node": {"pve_dir": pve_dir}}))
     return doctor.Inputs(cfg, None, None, None, parse(user_cfg), {}, False, NOW)
 
 
@@ -57,7 +58,7 @@ def write_firewall(pve_dir):
                                        ("https://pve.example.com/", 443)])
 def test_the_firewall_check_uses_the_port_of_pveproxy_url(tmp_path, url, port):
     write_firewall(tmp_path)
-    cfg = config.parse(config.yaml.safe_dump({"node": {"pve_dir": str(tmp_path),
+    cfg = config.parse(yaml.safe_dump({"node": {"pve_dir": str(tmp_path),
                                                        "pveproxy_url": url}}))
     cluster = type("C", (), {"nodename": "pve1"})()
     c = doctor.firewall(doctor.Inputs(cfg, None, cluster, None, parse(""), {}, False, NOW))
