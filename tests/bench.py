@@ -182,6 +182,10 @@ def daemon_figures(daemon: Daemon) -> None:
     bench("daemon_idle_rss_sum", sum(_kib(pid, "status", "VmRSS:") for pid in pids) / 1024, "MiB")
     # PSS splits the pages master and worker share after fork: the memory they take in all.
     bench("daemon_idle_pss", sum(_kib(pid, "smaps_rollup", "Pss:") for pid in pids) / 1024, "MiB")
+    # Its heaps alone: the file-backed rest (the interpreter, its libraries) is shared with every
+    # other python3 process running, so it moves with what else runs; this part does not.
+    bench("daemon_idle_pss_anon",
+          sum(_kib(pid, "smaps_rollup", "Pss_Anon:") for pid in pids) / 1024, "MiB")
     bench("daemon_processes", len(daemon.pids()), "processes")
     _daemon_split(daemon.proc.pid, pids)
 
