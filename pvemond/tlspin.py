@@ -167,11 +167,11 @@ def context(cafile: Optional[str] = None, *, verify: bool = True,
 
 
 def _ip_family(host: str) -> Optional[int]:
-    """AF_INET or AF_INET6 for an address literal, None for a name. inet_pton, not ipaddress:
-    that module is a millisecond of pvemond-claim's start-up."""
+    """AF_INET or AF_INET6 for an address literal (an IPv6 one may name its %zone), None for a
+    name. inet_pton, not ipaddress: that module is a millisecond of pvemond-claim's start-up."""
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
-            socket.inet_pton(family, host)
+            socket.inet_pton(family, host.partition("%")[0] if family == socket.AF_INET6 else host)
             return family
         except OSError:
             continue
@@ -180,8 +180,8 @@ def _ip_family(host: str) -> Optional[int]:
 
 def tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
     """socket.create_connection, which an address literal does not need: its getaddrinfo
-    IDNA-encodes every host (a millisecond of codec imports for a claim). A name (or an IPv6
-    address with a %zone) still goes through it."""
+    IDNA-encodes every host (a millisecond of codec imports for a claim). A name still goes
+    through it."""
     family = _ip_family(host)
     if family is None:
         return socket.create_connection((host, port), timeout=timeout)

@@ -227,13 +227,21 @@ def test_tcp_connect_reaches_literals_directly_and_names_by_lookup(monkeypatch, 
     monkeypatch.setattr(socket, "create_connection",
                         lambda *a, **k: looked_up.append(a[0][0]) or real(*a, **k))
     with socket.socket(family) as server:
-        server.bind((host if host != "localhost" else "127.0.0.1", 0))
+        server.bind(("127.0.0.1" if host == "localhost" else host, 0))
         server.listen()
         with tlspin.tcp_connect(host, server.getsockname()[1], 5.0) as sock:
             assert sock.family == family and sock.gettimeout() == 5.0
             assert sock.getpeername()[:2] == server.getsockname()[:2]
     # an address literal needs no getaddrinfo (whose IDNA codec a claim would load)
     assert looked_up == ([host] if host == "localhost" else [])
+
+
+@pytest.mark.parametrize("host, family", [
+    ("192.0.2.1", socket.AF_INET), ("2001:db8::1", socket.AF_INET6),
+    ("fe80::1%eth0", socket.AF_INET6),  # a link-local address with its zone: no SNI either
+    ("pve1.example.com", None), ("192.0.2", None), ("", None)])
+def test_address_literals_are_told_from_names(host, family):
+    assert tlspin._ip_family(host) == family
 
 
 def test_tcp_connect_to_a_closed_port_is_refused():
