@@ -10,8 +10,10 @@ if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
 
 
 def write_private(path: str, text: Union[str, bytes], mode: int = 0o600, *,
-                  ids: Optional[Tuple[int, int]] = None) -> None:
-    with staged_private(path, text, mode, ids=ids):
+                  ids: Optional[Tuple[int, int]] = None, sync_dir: bool = True) -> None:
+    """staged_private without a block. sync_dir=False leaves the rename to the caller's next
+    sync of that directory (a second file written there): one fsync makes both durable."""
+    with _Staged(path, _bytes(text), mode, ids, sync_dir):
         pass
 
 
@@ -21,15 +23,21 @@ def staged_private(path: str, text: Union[str, bytes], mode: int = 0o600, *,
     the block can record where a secret goes before the secret is in place), else it is gone.
     The temporary file is 0600 from its creation; it gets owner and group `ids` (uid, gid)
     and `mode` once it is complete, and the directory is synced after the rename."""
-    return _Staged(path, text.encode("utf-8") if isinstance(text, str) else text, mode, ids)
+    return _Staged(path, _bytes(text), mode, ids)
+
+
+def _bytes(text: Union[str, bytes]) -> bytes:
+    return text.encode("utf-8") if isinstance(text, str) else text
 
 
 class _Staged:
     """staged_private's block: a class, not @contextmanager, which would load contextlib into
     every claim."""
 
-    def __init__(self, path: str, data: bytes, mode: int, ids: Optional[Tuple[int, int]]):
+    def __init__(self, path: str, data: bytes, mode: int, ids: Optional[Tuple[int, int]],
+                 sync_dir: bool = True):
         self._path, self._data, self._mode, self._ids = path, data, mode, ids
+        self._sync_dir = sync_dir
         self._directory = os.path.dirname(path) or "."
         self._tmp = ""
 
@@ -56,7 +64,8 @@ class _Staged:
         except BaseException:
             os.unlink(self._tmp)
             raise
-        sync_directory(self._directory)
+        if self._sync_dir:
+            sync_directory(self._directory)
 
 
 def _create_temporary(directory: str, prefix: str) -> Tuple[int, str]:

@@ -17,7 +17,7 @@ import ssl
 import sys
 import time
 
-from pvemond import codes, files, formats, http1, prometheus, tlspin
+from pvemond import codes, files, formats, hostfiles, http1, prometheus, tlspin
 # every exit code is importable from here, the module that documents them (EPILOG)
 from pvemond.cli.claim_base import (  # noqa: F401  (EXIT_CHECK: only re-exported)
     EXIT_BURNED, EXIT_CHECK, EXIT_CLAIMED, EXIT_EXPIRED, EXIT_INTERRUPTED, EXIT_NETWORK,
@@ -542,8 +542,10 @@ def write_output(fmt: str, output: Optional[str], payload: Dict[str, Any],
         *companions, main = formats.render_files(
             fmt, payload, ca_path=ca_path, existing=files.read_optional(target) if target else None,
             directory=os.path.dirname(target) if target else os.getcwd())
-        if ca_path:
-            files.write_private(ca_path, ca_pem, mode=0o644)
+        if ca_path:  # beside the config, the config's directory sync makes its rename durable too
+            beside = target is not None and \
+                os.path.dirname(hostfiles.real_target(target)) == os.path.dirname(ca_path)
+            files.write_private(ca_path, ca_pem, mode=0o644, sync_dir=not beside)
         for f in companions:
             _write_kept(f.path, f.text.encode("utf-8"), owner=owner, group=group)
         text = main.text

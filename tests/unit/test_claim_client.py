@@ -201,3 +201,38 @@ def test_the_curl_format_writes_its_token_header_beside_the_script(tmp_path, cap
     assert (tmp_path / "pve-prod-token.header").stat().st_mode & 0o777 == 0o600
     cli.report("curl", payload, written, "node:8116")
     assert f"wrote {header} (mode 0600" in capsys.readouterr().err
+
+
+def _durability_log(monkeypatch):
+    """(what, path) of every rename and every directory fsync, in order."""
+    import os
+    log, real_replace, real_fsync = [], os.replace, os.fsync
+    monkeypatch.setattr(os, "replace", lambda a, b: log.append(("rename", str(b))) or real_replace(a, b))
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if os.path.isdir(path):
+            log.append(("sync", path))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    return log
+
+
+def test_the_ca_beside_the_config_is_made_durable_by_the_configs_directory_sync(tmp_path,
+                                                                                monkeypatch):
+    from test_formats import make_payload
+    log = _durability_log(monkeypatch)
+    cli.write_output("pve-exporter", str(tmp_path / "pve.yml"), make_payload())
+    assert log == [("rename", str(tmp_path / "pve-prod-ca.pem")),
+                   ("rename", str(tmp_path / "pve.yml")), ("sync", str(tmp_path))]
+
+
+def test_a_config_linked_elsewhere_gets_the_ca_synced_before_it_is_renamed(tmp_path, monkeypatch):
+    from test_formats import make_payload
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "pve.yml").write_text("")
+    (tmp_path / "pve.yml").symlink_to(tmp_path / "real" / "pve.yml")
+    log = _durability_log(monkeypatch)
+    cli.write_output("pve-exporter", str(tmp_path / "pve.yml"), make_payload())
+    assert log == [("rename", str(tmp_path / "pve-prod-ca.pem")), ("sync", str(tmp_path)),
+                   ("rename", str(tmp_path / "real" / "pve.yml")), ("sync", str(tmp_path / "real"))]
