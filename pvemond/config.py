@@ -271,6 +271,7 @@ def parse(text: str, source: str = "<string>") -> Config:
 def from_dict(data: Dict[str, Any]) -> Config:
     """The Config that `dataclasses.asdict` made of a checked one (the daemon's master hands it to
     its worker that way): the values are trusted, only lists come back as tuples."""
+    # each section's default_factory is its class
     sections = {f.name: f.default_factory(**{k: tuple(v) if isinstance(v, list) else v
                                              for k, v in data[f.name].items()})
                 for f in dataclasses.fields(Config) if f.name != "source"}

@@ -13,7 +13,6 @@ import re
 from pvemond import pveyml
 from pvemond.contract import (PAYLOAD_VERSION, PVE_PORT, SYSTEM_TRUST_VERSION, Node, Payload,
                               PayloadError, check_text, system_trust)
-
 from pvemond.records import record
 
 TYPE_CHECKING = False

@@ -15,6 +15,7 @@ from pvemond import files
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays unloaded: pvemond/records.py says why
     from typing import Callable, Optional, Tuple, Union
+
 NEW_MODE = 0o600         # a new file nobody else was named for
 NEW_SHARED_MODE = 0o640  # a new file for --owner/--group: they read it, nobody else
 

@@ -57,13 +57,13 @@ def test_target_groups_one_per_node_labelled_by_node():
     assert [g["labels"]["instance"] for g in groups] == ["pve1", "pve2", "pve3"]
 
 
-def test_a_standalone_node_is_its_own_cluster_label_and_its_address_is_the_target():
+def test_a_standalone_node_is_its_own_cluster_label_and_its_bare_address_is_the_target():
     payload = {"cluster": None, "node": "solo",
-               "nodes": [{"name": "solo", "address": "solo.example.com", "ip": "192.0.2.10",
-                          "url": "https://solo.example.com:8006/api2/json"}]}
+               "nodes": [{"name": "solo", "address": "2001:db8::10",
+                          "url": "https://[2001:db8::10]:8006/api2/json"}]}
     (group,) = prometheus.target_groups(payload, "solo")
     assert group["labels"]["cluster"] == "solo"
-    assert group["labels"]["__param_target"] == "solo.example.com"
+    assert group["labels"]["__param_target"] == "2001:db8::10"  # no brackets, no port
     assert group["targets"] == [prometheus.EXPORTER]
 
 
