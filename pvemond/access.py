@@ -29,6 +29,9 @@ class Finding(str):
         self.subject, self.what, self.symptom = subject, what, symptom
         return self
 
+    def __reduce__(self):  # a str subclass pickles by its value alone; it has three parts
+        return Finding, (self.subject, self.what, self.symptom)
+
 
 class PlanError(Exception):
     """The desired state cannot be applied on this node (checked before any write)."""

@@ -13,6 +13,13 @@ class ServiceError(Exception):
         self.code, self.detail, self.status, self.extra = code, detail, status, extra
         super().__init__(detail)
 
+    def __reduce__(self):  # across the pipe from a change process (changes.py)
+        return _rebuild, (self.code, self.detail, self.status, self.extra)
+
+
+def _rebuild(code: str, detail: str, status: int, extra: dict) -> ServiceError:
+    return ServiceError(code, detail, status, **extra)
+
 
 _PVEUM_ERRORS = [  # (class, code, HTTP status): most specific first
     (P.PmxcfsDown, "pmxcfs_down", 503),

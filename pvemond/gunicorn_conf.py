@@ -146,18 +146,3 @@ def post_worker_init(worker) -> None:
     from pvemond import gunicorn_errors, wsgi
     gunicorn_errors.install()
     wsgi.start_sweeper()
-
-
-def post_request(worker, req, environ, resp) -> None:
-    """After a request that changed something (a converge, a mint, a doctor run), the heap pages
-    it freed go back to the kernel, which glibc would otherwise keep for the daemon's life (about
-    1 MiB PSS less, measured). 0.1-2 ms, after the answer went out; never for a GET."""
-    if req.method not in ("GET", "HEAD"):
-        _malloc_trim()
-
-
-def _malloc_trim() -> None:
-    import ctypes
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; other C libraries lack it
-    if trim is not None:
-        trim(0)

@@ -24,6 +24,7 @@ import secrets
 import tempfile
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -112,12 +113,20 @@ class Ledger:
         self._quiet: Optional[Tuple[int, int, int]] = None  # state.json's stat when nothing was open
         self._inflight: Set[str] = set()  # intents whose mint runs in this process right now
         self._retry_at: Dict[str, float] = {}  # failed sweeps back off
+        _LEDGERS.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the thread that may hold the lock did not come along."""
+        self._thread_lock = threading.RLock()
+        self._depth = 0
 
     # -- the one lock ------------------------------------------------------------------------
     @contextmanager
     def lock(self) -> Iterator[None]:
         """One change at a time: a thread lock in this process, a file lock across processes
-        (gunicorn workers, a restarted daemon). Re-entrant within a thread."""
+        (the worker, its change processes, a restarted daemon). Re-entrant within a thread.
+        The file lock is a POSIX record lock, which a forked child does not inherit (a flock
+        would stay held by the child's copy of the descriptor, even once the worker let go)."""
         with self._thread_lock:
             if self._depth:
                 self._depth += 1
@@ -128,7 +137,7 @@ class Ledger:
                 return
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             with open(self.dir / "lock", "a") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
+                fcntl.lockf(f, fcntl.LOCK_EX)
                 self._depth = 1
                 try:
                     yield
@@ -341,6 +350,17 @@ def _stat_key(path: Path) -> Tuple[int, int, int]:
     except FileNotFoundError:
         return 0, 0, 0
     return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+_LEDGERS: "weakref.WeakSet[Ledger]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for ledger in _LEDGERS:
+        ledger._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _unwritable(what: str, path: Path, why: str) -> ServiceError:

@@ -2,15 +2,14 @@
 Linux only (/proc, prctl), like Proxmox VE."""
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once, before any fork
 _PR_SET_PDEATHSIG = 1
+_libc: Any = None  # ctypes' handle on the C library, loaded on first use (the worker never needs it)
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,21 @@ def _start_time(pid: int) -> Optional[int]:
 def die_with_parent(parent: Optional[int] = None) -> None:
     """SIGKILL this process when the thread that forked it ends. A uid change clears it, so
     call it after dropping privileges; with `parent`, exit at once if it is already gone."""
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _load_libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if parent is not None and os.getppid() != parent:
         os._exit(1)
+
+
+def tied_to_parent() -> Callable[..., None]:
+    """die_with_parent for a forked child to call before exec (a preexec_fn): the C library is
+    loaded here, before the fork, since an import between fork and exec may deadlock."""
+    _load_libc()
+    return die_with_parent
+
+
+def _load_libc() -> Any:
+    global _libc
+    if _libc is None:
+        import ctypes
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc

@@ -7,6 +7,7 @@ is written to the audit log with the caller and the result, never with a secret.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import ssl
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from pvemond import __version__, access, doctor, tlspin
+from pvemond import __version__, access, changes, doctor, tlspin
 from pvemond.contract import Node as PayloadNode, Payload
 from pvemond.config import Config
 from pvemond.errors import ServiceError, service_error
@@ -55,10 +56,23 @@ class Minted:
     node: Dict[str, Any]  # bootstrap_facts: what the bootstrap tells the admin about this node
 
 
+def _apart(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A change: run in a change process (changes.run) where the service keeps changes apart."""
+    @functools.wraps(method)
+    def run(self: "NodeService", *args: Any, **kwargs: Any) -> Any:
+        if self.apart and not changes.inside():
+            return changes.run(method, self, *args, **kwargs)
+        return method(self, *args, **kwargs)
+    return run
+
+
 class NodeService:
-    def __init__(self, cfg: Config, clock=time.time):
+    def __init__(self, cfg: Config, clock=time.time, apart: bool = False):
+        """`apart`: every change runs in a child process (the daemon's worker; changes.py says
+        why); off, in the caller's thread (tests, the Flask test client)."""
         self.cfg = cfg
         self.clock = clock
+        self.apart = apart
         self.pveum = P.Pveum(cfg.node.pveum, cfg.node.pveum_timeout)
         self.caps = access.Capabilities()
         self.ledger = Ledger(cfg.daemon.state_dir, clock)
@@ -98,6 +112,7 @@ class NodeService:
         return access.Desired.from_config(self.cfg.access, token=token, privsep=privsep)
 
     # -- changes ---------------------------------------------------------------------------
+    @_apart
     def converge(self, *, caller: str, dry_run: bool = False, token: Optional[str] = None,
                  privsep: Optional[bool] = None) -> Dict[str, Any]:
         d = self.desired(token, privsep)
@@ -117,6 +132,7 @@ class NodeService:
         return {"dry_run": True, "steps": [s.describe() for s in plan.steps],
                 "kept": exists and not rotate}
 
+    @_apart
     def mint(self, *, caller: str, token: Optional[str] = None, privsep: Optional[bool] = None,
              handout_ttl: int = 660, rotate: bool = False, owner: Optional[int] = None,
              claim_port: Optional[int] = None, claim_allow: Sequence[str] = ()) -> Minted:
@@ -151,6 +167,7 @@ class NodeService:
                                          f"cancelled by {caller}: {to or 'no reason given'}")
         return {"token_id": h.token_id if h else None, "delivered": False, "revoked": revoked}
 
+    @_apart
     def revoke(self, token: str, *, caller: str) -> Dict[str, Any]:
         d = self.desired(token)
         with self.ledger.lock():
@@ -165,6 +182,7 @@ class NodeService:
             self.ledger.forget(d.token_id)
         return {"token_id": d.token_id, "revoked": True}
 
+    @_apart
     def uninstall(self, *, caller: str, dry_run: bool = False) -> Dict[str, Any]:
         """Remove the tokens, ACLs, user and role pvemond manages; nothing else."""
         d = self.desired()
@@ -181,6 +199,7 @@ class NodeService:
             self.ledger.forget_all()
         return {"dry_run": False, "steps": [s.describe() for s in plan.steps]}
 
+    @_apart
     def doctor(self, *, caller: str, fix: bool = False) -> Dict[str, Any]:
         """Run every check; with `fix`, converge what the checks found fixable and check again."""
         checks = self._checks()
@@ -280,6 +299,7 @@ class NodeService:
         except Exception as exc:  # the record stays; the next sweep revokes
             audit.error("revoke token=%s after a failed mint failed: %s (will retry)", h.token_id, exc)
 
+    @_apart
     def _revoke_record(self, h: Handout) -> bool:
         """Remove a hand-out's token with its own ACLs; False if it is already gone."""
         d = access.Desired.from_config(self.cfg.access, token=h.token, user=h.user)

@@ -11,6 +11,7 @@ import time
 
 from pvemond import config
 from pvemond.rest import create_app
+from pvemond.service import NodeService
 
 # Seconds between sweeps: a dead bootstrap's token is revoked within about this long. A sweep
 # that finds nothing to do reads one small file and looks at /proc.
@@ -35,7 +36,8 @@ def _load() -> config.Config:
 _cfg = _load()
 logging.basicConfig(stream=sys.stderr, level=_cfg.daemon.log_level.upper(),
                     format="%(name)s: %(levelname)s: %(message)s")
-app = create_app(_cfg)
+# Every change runs in a child of this worker (changes.py says why).
+app = create_app(_cfg, NodeService(_cfg, apart=True))
 
 
 def _sweep_forever() -> None:

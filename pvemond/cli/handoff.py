@@ -64,11 +64,12 @@ class Listener:
         self._read, child_write = os.pipe()
         child_read, self._write = os.pipe()
         parent = os.getpid()
+        tie = procs.tied_to_parent()
         self.pid = os.fork()
         if self.pid == 0:  # the child never returns
             os.close(self._read)
             os.close(self._write)
-            _child(cfg, child_read, child_write, parent)
+            _child(cfg, child_read, child_write, parent, tie)
         os.close(child_read)
         os.close(child_write)
         self._reader = _LineReader(self._read)
@@ -142,7 +143,8 @@ class Listener:
             pass
 
 
-def _child(cfg: ClaimConfig, inbox: int, out: int, parent: int) -> None:
+def _child(cfg: ClaimConfig, inbox: int, out: int, parent: int,
+           tie: Callable[..., None]) -> None:
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -156,7 +158,7 @@ def _child(cfg: ClaimConfig, inbox: int, out: int, parent: int) -> None:
             _send(out, error=str(exc))
             return
         _drop_root()
-        procs.die_with_parent(parent)  # after the uid change, which clears it
+        tie(parent)  # after the uid change, which clears it
         _send(out, port=port, cert=cert)
         payload = reader.line(None)
         if not payload:

@@ -14,15 +14,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import sh
-
 from pvemond import procs
 from pvemond.secret import Secret
 
 # sh logs every chunk a child writes at DEBUG: pveum's stdout carries the secret.
 logging.getLogger("sh").setLevel(logging.WARNING)
 
-_SH2 = int(sh.__version__.split(".")[0]) >= 2
 # Every exit code is an answer to read (classify); a signal's end raises from wait(), never from
 # sh's background thread (_bg_exc off: its message would carry stdout, which may hold a secret,
 # into the log).
@@ -259,6 +256,7 @@ class Pveum:
     # -- running ---------------------------------------------------------------------------
     def run(self, *args: str) -> str:
         """Run `pveum ARGS`; return stdout (text) or raise a typed PveumError."""
+        import sh  # here, not at the top: only a change process runs pveum (changes.py)
         words = "pveum " + " ".join(args)
         try:
             program = sh.Command(self.command)
@@ -272,7 +270,7 @@ class Pveum:
             # A killed daemon takes its pveum along: the ledger then knows nothing changes
             # behind it (an orphaned `token add` could create a secret after the sweep).
             proc = program(*args, _tty_out=False, _ok_code=_ANY_END, _bg=True,
-                           _preexec_fn=procs.die_with_parent, **_BG_EXTRA)
+                           _preexec_fn=procs.tied_to_parent(), **_BG_EXTRA)
             timer = threading.Timer(self.timeout, lambda: late.set() or _kill(proc))
             timer.start()
             try:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,52 @@ def test_concurrent_bootstraps_for_different_tokens(daemon, node, bootstrap, pro
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["token_id"] == f"monitoring@pve!{name}"
     assert "already exists" not in node.user_cfg()
+
+
+def test_a_change_runs_in_a_child_of_the_worker(daemon, node, bootstrap):
+    """pveum runs in a short-lived child of the worker, so what a change allocates never stays
+    in the long-lived worker (changes.py); the worker never even loads ctypes."""
+    node.set(delay=1.0)
+    done = []
+    run = threading.Thread(target=lambda: done.append(
+        bootstrap("--token", "apart", "--format", "json")))
+    run.start()
+    try:
+        pveum = _wait_for(lambda: next((int(p) for p in os.listdir("/proc") if p.isdigit()
+                                        and _runs_pveum_of(int(p), node)), None))
+        change = _ppid(pveum)
+        worker = _ppid(change)
+        assert _ppid(worker) == daemon.proc.pid and change != worker
+    finally:
+        run.join()
+    assert done[0].returncode == 0, done[0].stderr
+    assert not Path(f"/proc/{change}").exists()
+    maps = Path(f"/proc/{worker}/maps").read_text()
+    assert "_ctypes" not in maps and "/_ssl" in maps  # (a library the worker does load)
+
+
+def _wait_for(find, timeout: float = 20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = find()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise TimeoutError("not found in time")
+
+
+def _runs_pveum_of(pid: int, node) -> bool:
+    """The simulated pveum (python3 -m pvesim.pveum, exec'd by node.pveum) of this node."""
+    try:
+        return (b"pvesim.pveum" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                and f"PVESIM_ROOT={node.root}".encode() in Path(f"/proc/{pid}/environ").read_bytes())
+    except OSError:
+        return False
+
+
+def _ppid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])
 
 
 def test_same_token_while_it_is_being_handed_out(daemon, bootstrap):

@@ -96,6 +96,9 @@ class Scene:
         elif victim == "worker":
             for pid in self.workers():
                 os.kill(pid, signal.SIGKILL)
+        elif victim == "change":  # the worker's change process alone: the OOM killer's pick
+            for pid in [c for w in self.workers() for c in children(w)]:
+                os.kill(pid, signal.SIGKILL)
         elif victim == "master":  # systemd kills the whole unit, then restarts it
             os.killpg(self.master(), signal.SIGKILL)
             self.daemon.proc.wait()
@@ -172,7 +175,7 @@ def finish(b: Bootstrap) -> None:
 
 # --- the mint ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("victim", ["bootstrap", "listener", "worker", "master"])
+@pytest.mark.parametrize("victim", ["bootstrap", "listener", "change", "worker", "master"])
 @pytest.mark.parametrize("moment", ["token-write", "verification"])
 def test_kill_during_the_mint(scene, victim, moment):
     """`token-write`: inside the pveum run that makes the secret; `verification`: the token
@@ -253,7 +256,7 @@ def test_kill_around_a_local_delivery(scene, victim):
     scene.settled("local")
 
 
-@pytest.mark.parametrize("victim", ["bootstrap", "worker", "master"])
+@pytest.mark.parametrize("victim", ["bootstrap", "change", "worker", "master"])
 def test_kill_during_a_rotation(scene, victim):
     first = run_cli("bootstrap", "--format", "json", "--token", "rot", config=scene.config)
     assert first.returncode == 0, first.stderr
