@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
-from pvemond import config, names
+from pvemond import config
 from pvemond.cli import bootstrap, views
 from pvemond.cli.report import Reporter
 from pvemond.client import ApiError, Client, DaemonDown
@@ -35,21 +35,14 @@ def parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("tokens", help="the tokens of the monitoring user and what pvemond knows")
     tok.add_argument("--names", action="store_true", help="only the names, one a line")
     rev = sub.add_parser("revoke", help="remove one token (its consumer gets 401 at once)")
-    rev.add_argument("name", type=token_name, help="the token name, e.g. prometheus")
+    rev.add_argument("name", type=bootstrap.token_name, help="the token name, e.g. prometheus")
     rot = sub.add_parser("rotate", help="new secret for one token, handed over by a new claim")
-    rot.add_argument("name", type=token_name, help="the token name, e.g. prometheus")
+    rot.add_argument("name", type=bootstrap.token_name, help="the token name, e.g. prometheus")
     rot.add_argument("--yes", action="store_true", help="do not ask; the old secret dies at once")
     bootstrap.add_handout_options(rot)
     uni = sub.add_parser("uninstall", help="remove the tokens, ACLs, user and role pvemond manages")
     uni.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return p
-
-
-def token_name(text: str) -> str:
-    problem = names.tokenid_problem(text)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return text
 
 
 def main(argv: Optional[List[str]] = None) -> int:

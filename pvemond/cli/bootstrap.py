@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from pvemond import config, formats
+from pvemond import config, formats, names
 from pvemond.cli.report import Reporter
 from pvemond.client import ApiError, Client, DaemonDown
 from pvemond.contract import CLAIM_PORT
@@ -67,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
                     "mint an API token, verify it, and hand it over once through a claim code.",
         epilog="exit codes: 0 done, 1 error, 2 usage or not root, 3 daemon not running, "
                "4 claim expired, 5 claim burned, 6 cancelled (4-6: the token was revoked)")
-    p.add_argument("--token", help="token name, one per consumer (default from the config: monitoring)")
+    p.add_argument("--token", type=token_name,
+                   help="token name, one per consumer (default from the config: monitoring)")
     p.add_argument("--privsep", type=int, choices=(0, 1), help="privilege separation (default 0)")
     p.add_argument("--rotate", action="store_true",
                    help="the token exists: give it a new secret (its consumer loses the old one "
@@ -91,6 +92,14 @@ def add_handout_options(p: argparse.ArgumentParser) -> None:
     local.add_argument("--format", choices=formats.FORMATS, help="config to write for the consumer")
     local.add_argument("-o", "--output", metavar="FILE",
                        help="write it here (atomically, mode 0600; the CA beside it), not stdout")
+
+
+def token_name(text: str) -> str:
+    """An argparse type: a bad name is a usage error, before a claim binds its port."""
+    problem = names.tokenid_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def add_daemon_options(p: argparse.ArgumentParser) -> None:

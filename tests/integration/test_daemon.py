@@ -241,6 +241,12 @@ def _ppid(pid: int) -> int:
     return int(stat[stat.rindex(")") + 2:].split()[1])
 
 
+def test_a_bad_token_name_is_refused_before_a_claim_binds_its_port(bootstrap):
+    r = bootstrap("--token", "x")
+    assert r.returncode == 2 and "'x' is not a token name" in r.stderr
+    assert "claim listener" not in r.stderr
+
+
 def test_same_token_while_it_is_being_handed_out(daemon, bootstrap):
     open_handout = client(daemon).mint(token="busy")
     r = bootstrap("--token", "busy", "--format", "json")
