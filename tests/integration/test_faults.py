@@ -97,7 +97,9 @@ class Scene:
             for pid in self.workers():
                 os.kill(pid, signal.SIGKILL)
         elif victim == "change":  # the worker's change process alone: the OOM killer's pick
-            for pid in [c for w in self.workers() for c in children(w)]:
+            changes = [c for w in self.workers() for c in children(w, any_thread=True)]
+            assert changes, "no change process to kill"
+            for pid in changes:
                 os.kill(pid, signal.SIGKILL)
         elif victim == "master":  # systemd kills the whole unit, then restarts it
             os.killpg(self.master(), signal.SIGKILL)
@@ -136,12 +138,17 @@ class Scene:
         assert again.returncode == 0, again.stderr
 
 
-def children(pid: int) -> List[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
+def children(pid: int, any_thread: bool = False) -> List[int]:
+    """The children of the process's main thread, or (any_thread) of any of its threads: a
+    worker's change process is forked by the request's thread."""
+    tasks = os.listdir(f"/proc/{pid}/task") if any_thread and Path(f"/proc/{pid}").exists() else [pid]
+    out = []
+    for task in tasks:
+        try:
+            out += [int(p) for p in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
 
 
 def talking_to_daemon(pid: int) -> bool:
@@ -165,12 +172,13 @@ def scene(node, proxy, config, daemon, tmp_path):
 
 
 def finish(b: Bootstrap) -> None:
-    """Wait for a bootstrap that may have lost its daemon; its stderr stays in b.stderr."""
+    """Wait for a bootstrap that may have lost its daemon; what it said stays in b.stdout (its
+    --json events) and b.stderr."""
     try:
         b.proc.wait(timeout=90)
     except subprocess.TimeoutExpired:
         b.proc.kill()
-    b.stderr = b.proc.communicate()[1]
+    b.stdout, b.stderr = b.proc.communicate()
 
 
 # --- the mint ---------------------------------------------------------------------------------
@@ -182,10 +190,20 @@ def test_kill_during_the_mint(scene, victim, moment):
     exists, nobody has its secret yet."""
     b = scene.bootstrap("--token", "mint")
     scene.wait_stage("intended")
-    if moment == "verification":
+    held = scene.proxy.proc.pid if moment == "verification" else None
+    if held:  # the verification's HTTPS call waits for the held pveproxy: the kill lands in it
+        os.kill(held, signal.SIGSTOP)
         scene.wait(lambda: "!mint " in scene.node.token_cfg(), why="the token in token.cfg")
-    scene.kill(victim, b)
+    try:
+        scene.kill(victim, b)
+    finally:
+        if held:
+            os.kill(held, signal.SIGCONT)
     finish(b)
+    if victim == "change":  # the bootstrap hears why, and what to do
+        error = next(e for e in map(json.loads, b.stdout.splitlines()) if e["event"] == "error")
+        assert error["error"] == "change_lost", error
+        assert "killed by signal SIGKILL before it answered" in error["detail"]
     scene.settled("mint")
 
 
