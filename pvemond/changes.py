@@ -2,9 +2,10 @@
 daemon's worker, which sends back what the call returned or raised and exits.
 
 Why: what a change allocates (sh's threads and buffers, pveum's output, OpenSSL's certificate
-parsing, glibc's per-thread arenas) stayed in the long-lived worker, about 2.6 MiB more after a
-few bootstraps and doctor runs (measured); a child's memory goes back to the kernel when it ends.
-A fork costs about 2 ms: the child shares the worker's pages, imports included.
+parsing, glibc's per-thread arenas) stayed in the long-lived worker: 2.2-2.6 MiB more heap after
+three bootstraps and two doctor runs (measured); a child's memory goes back when it ends.
+It costs about 4 ms (fork, answer, exit; 8 with the sh and ctypes imports a pveum run needs,
+which the worker never loads): the child shares the worker's pages, its imports included.
 
 Faults: the child dies with the worker thread that forked it (PDEATHSIG), and pveum dies with
 the child, as pveum died with the worker before. A child killed on its own (the OOM killer) is
