@@ -9,13 +9,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from harness import Daemon, REPO, env_for, run_cli
+from harness import Daemon, REPO, env_for, run_cli, wait_for
 from pvemond.client import ApiError, Client
 
 
@@ -204,8 +203,9 @@ def test_a_change_runs_in_a_child_of_the_worker(daemon, node, bootstrap):
         bootstrap("--token", "apart", "--format", "json")))
     run.start()
     try:
-        pveum = _wait_for(lambda: next((int(p) for p in os.listdir("/proc") if p.isdigit()
-                                        and _runs_pveum_of(int(p), node)), None))
+        pveum = wait_for(lambda: next((int(p) for p in os.listdir("/proc") if p.isdigit()
+                                       and _runs_pveum_of(int(p), node)), None), timeout=20)
+        assert pveum, "no pveum run of this node seen"
         change = _ppid(pveum)
         worker = _ppid(change)
         assert _ppid(worker) == daemon.proc.pid and change != worker
@@ -215,16 +215,6 @@ def test_a_change_runs_in_a_child_of_the_worker(daemon, node, bootstrap):
     assert not Path(f"/proc/{change}").exists()
     maps = Path(f"/proc/{worker}/maps").read_text()
     assert "_ctypes" not in maps and "/_ssl" in maps  # (a library the worker does load)
-
-
-def _wait_for(find, timeout: float = 20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        found = find()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise TimeoutError("not found in time")
 
 
 def _runs_pveum_of(pid: int, node) -> bool:
