@@ -85,8 +85,10 @@ def env_for(config: Path) -> Dict[str, str]:
 class Daemon:
     """pvemond under real gunicorn (whichever gunicorn this interpreter has)."""
 
-    def __init__(self, config: Path, log: Path, prefix: List[str] = ()):
+    def __init__(self, config: Path, log: Path, prefix: List[str] = (),
+                 python: str = sys.executable):
         self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", NS]
+        self.python = python
         self.config = config
         self.log = log
         daemon = yaml.safe_load(config.read_text())["daemon"]
@@ -99,7 +101,7 @@ class Daemon:
         self.socket.unlink(missing_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, sys.executable, "-m", "pvemond.daemon", "-c", "python:pvemond.gunicorn_conf",
+                [*self.prefix, self.python, "-m", "pvemond.daemon", "-c", "python:pvemond.gunicorn_conf",
                  "pvemond.wsgi:app"], env=env_for(self.config), stdout=log, stderr=log,
                 cwd=REPO, start_new_session=True)
         deadline = time.monotonic() + timeout
