@@ -2,6 +2,7 @@
 Linux only (/proc, prctl), like Proxmox VE."""
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from dataclasses import dataclass
@@ -45,11 +46,15 @@ def die_with_parent(parent: Optional[int] = None) -> None:
         os._exit(1)
 
 
-def tied_to_parent() -> Callable[..., None]:
-    """die_with_parent for a forked child to call before exec (a preexec_fn): the C library is
-    loaded here, before the fork, since an import between fork and exec may deadlock."""
+def tied_to_parent() -> Callable[[], None]:
+    """die_with_parent for a child this process is about to fork, to call before exec (a
+    preexec_fn) or after dropping privileges. It names this process as the parent: a child whose
+    parent died between the fork and the call, before the signal was armed, exits instead of
+    running on unowned (a pveum that would then write a token after the sweeper had revoked it:
+    seen in the fault ring). The C library is loaded here, before the fork, since an import
+    between fork and exec may deadlock."""
     _load_libc()
-    return die_with_parent
+    return functools.partial(die_with_parent, os.getpid())
 
 
 def _load_libc() -> Any:

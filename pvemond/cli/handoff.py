@@ -63,13 +63,12 @@ class Listener:
         self.code = ""  # made by the child with its expiry, known once armed
         self._read, child_write = os.pipe()
         child_read, self._write = os.pipe()
-        parent = os.getpid()
         tie = procs.tied_to_parent()
         self.pid = os.fork()
         if self.pid == 0:  # the child never returns
             os.close(self._read)
             os.close(self._write)
-            _child(cfg, child_read, child_write, parent, tie)
+            _child(cfg, child_read, child_write, tie)
         os.close(child_read)
         os.close(child_write)
         self._reader = _LineReader(self._read)
@@ -143,8 +142,7 @@ class Listener:
             pass
 
 
-def _child(cfg: ClaimConfig, inbox: int, out: int, parent: int,
-           tie: Callable[..., None]) -> None:
+def _child(cfg: ClaimConfig, inbox: int, out: int, tie: Callable[[], None]) -> None:
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -158,7 +156,7 @@ def _child(cfg: ClaimConfig, inbox: int, out: int, parent: int,
             _send(out, error=str(exc))
             return
         _drop_root()
-        tie(parent)  # after the uid change, which clears it
+        tie()  # after the uid change, which clears it
         _send(out, port=port, cert=cert)
         payload = reader.line(None)
         if not payload:
