@@ -171,8 +171,8 @@ def lone_interpreter(work: Path) -> str:
     """A copy of this interpreter for the daemons whose memory is measured. PSS splits a page
     among the processes that map it. On a node pvemond's master and worker are the only python3
     processes (PVE's own daemons are Perl); here the bench and the simulator run the same
-    interpreter and took a third of its pages off the daemon's figure (measured: 33.0-34.4 MiB
-    shared with them, 36.3 alone). A venv's interpreter finds its packages only where it is:
+    interpreter and took their share of its pages off the daemon's figure (measured: 33.0-34.4
+    MiB shared with them, 36.3 alone). A venv's interpreter finds its packages only where it is:
     there, the shared figure, said so."""
     if sys.prefix != sys.base_prefix:
         print("# daemon_idle_pss: a venv's interpreter, shared with the bench", flush=True)
