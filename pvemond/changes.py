@@ -38,9 +38,10 @@ def inside() -> bool:
     return _inside
 
 
-def run(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def run(call: Callable[..., Any], *args: Any, left: str = "", **kwargs: Any) -> Any:
     """call(*args, **kwargs) in a child process: what it returns is returned here, what it
-    raises is raised here."""
+    raises is raised here. `left`: what a change killed before it answered leaves behind, for
+    the error that says so."""
     read_end, write_end = os.pipe()
     worker = os.getpid()
     pid = _fork()
@@ -56,7 +57,7 @@ def run(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         answer = pipe.read()
     _, status = os.waitpid(pid, 0)
     if not answer:
-        raise _lost(status)
+        raise _lost(status, left)
     kind, value, remote = pickle.loads(answer)
     if kind == "returned":
         return value
@@ -152,12 +153,12 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def _lost(status: int) -> ServiceError:
+def _lost(status: int, left: str) -> ServiceError:
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         how = f"was killed by signal {signal.Signals(number).name if number in _NAMED else number}"
     else:
         how = f"exited {os.WEXITSTATUS(status)}"
     return ServiceError("change_lost", f"the process running this change {how} before it "
-                        "answered (out of memory?); a token it made is revoked within seconds; "
-                        "run the command again (journalctl -u pvemond may say more)", 500)
+                        f"answered (out of memory?); {left + '; ' if left else ''}run the command "
+                        "again (journalctl -u pvemond may say more)", 500)

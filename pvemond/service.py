@@ -56,14 +56,17 @@ class Minted:
     node: Dict[str, Any]  # bootstrap_facts: what the bootstrap tells the admin about this node
 
 
-def _apart(method: Callable[..., Any]) -> Callable[..., Any]:
-    """A change: run in a change process (changes.run) where the service keeps changes apart."""
-    @functools.wraps(method)
-    def run(self: "NodeService", *args: Any, **kwargs: Any) -> Any:
-        if self.apart and not changes.inside():
-            return changes.run(method, self, *args, **kwargs)
-        return method(self, *args, **kwargs)
-    return run
+def _apart(left: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A change: run in a change process (changes.run) where the service keeps changes apart;
+    `left` says what the change leaves behind if that process is killed before it answers."""
+    def apart(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def run(self: "NodeService", *args: Any, **kwargs: Any) -> Any:
+            if self.apart and not changes.inside():
+                return changes.run(method, self, *args, left=left, **kwargs)
+            return method(self, *args, **kwargs)
+        return run
+    return apart
 
 
 class NodeService:
@@ -112,7 +115,7 @@ class NodeService:
         return access.Desired.from_config(self.cfg.access, token=token, privsep=privsep)
 
     # -- changes ---------------------------------------------------------------------------
-    @_apart
+    @_apart("what it set up so far stays")
     def converge(self, *, caller: str, dry_run: bool = False, token: Optional[str] = None,
                  privsep: Optional[bool] = None) -> Dict[str, Any]:
         d = self.desired(token, privsep)
@@ -132,7 +135,7 @@ class NodeService:
         return {"dry_run": True, "steps": [s.describe() for s in plan.steps],
                 "kept": exists and not rotate}
 
-    @_apart
+    @_apart("a token it made is revoked within seconds")
     def mint(self, *, caller: str, token: Optional[str] = None, privsep: Optional[bool] = None,
              handout_ttl: int = 660, rotate: bool = False, owner: Optional[int] = None,
              claim_port: Optional[int] = None, claim_allow: Sequence[str] = ()) -> Minted:
@@ -167,7 +170,7 @@ class NodeService:
                                          f"cancelled by {caller}: {to or 'no reason given'}")
         return {"token_id": h.token_id if h else None, "delivered": False, "revoked": revoked}
 
-    @_apart
+    @_apart("the token may still be there")
     def revoke(self, token: str, *, caller: str) -> Dict[str, Any]:
         d = self.desired(token)
         with self.ledger.lock():
@@ -182,7 +185,7 @@ class NodeService:
             self.ledger.forget(d.token_id)
         return {"token_id": d.token_id, "revoked": True}
 
-    @_apart
+    @_apart("what it removed so far stays removed")
     def uninstall(self, *, caller: str, dry_run: bool = False) -> Dict[str, Any]:
         """Remove the tokens, ACLs, user and role pvemond manages; nothing else."""
         d = self.desired()
@@ -199,7 +202,7 @@ class NodeService:
             self.ledger.forget_all()
         return {"dry_run": False, "steps": [s.describe() for s in plan.steps]}
 
-    @_apart
+    @_apart("a repair (--fix) may be half done")
     def doctor(self, *, caller: str, fix: bool = False) -> Dict[str, Any]:
         """Run every check; with `fix`, converge what the checks found fixable and check again."""
         checks = self._checks()
@@ -299,7 +302,7 @@ class NodeService:
         except Exception as exc:  # the record stays; the next sweep revokes
             audit.error("revoke token=%s after a failed mint failed: %s (will retry)", h.token_id, exc)
 
-    @_apart
+    @_apart("the token stays until a sweep revokes it")
     def _revoke_record(self, h: Handout) -> bool:
         """Remove a hand-out's token with its own ACLs; False if it is already gone."""
         d = access.Desired.from_config(self.cfg.access, token=h.token, user=h.user)

@@ -204,6 +204,7 @@ def test_kill_during_the_mint(scene, victim, moment):
         error = next(e for e in map(json.loads, b.stdout.splitlines()) if e["event"] == "error")
         assert error["error"] == "change_lost", error
         assert "killed by signal SIGKILL before it answered" in error["detail"]
+        assert "a token it made is revoked within seconds" in error["detail"]
     scene.settled("mint")
 
 

@@ -63,9 +63,10 @@ def test_an_answer_that_cannot_cross_is_named():
                                         (lambda: os._exit(3), "exited 3")])
 def test_a_child_that_ends_without_answering_is_a_clear_error(end, said):
     with pytest.raises(ServiceError) as err:
-        changes.run(end)
+        changes.run(end, left="what it did stays")
     assert err.value.code == "change_lost" and err.value.status == 500
-    assert said in err.value.detail and "run the command again" in err.value.detail
+    assert said in err.value.detail
+    assert "; what it did stays; run the command again" in err.value.detail
 
 
 def test_a_child_never_returns_into_the_callers_code(tmp_path):
