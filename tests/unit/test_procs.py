@@ -11,7 +11,8 @@ from pvemond import procs
 
 def _outcome_of_a_child(parent_dies_first: bool) -> bytes:
     """A middle process ties a child, as Pveum.run does for pveum, and (parent_dies_first) dies
-    before the child calls the tie; the child writes b"ran on" if the tie let it go on."""
+    before the child calls the tie; the child says how far it got. What it said after the
+    middle process died is returned."""
     read_end, write_end = os.pipe()
     middle = os.fork()
     if middle == 0:
@@ -24,7 +25,9 @@ def _outcome_of_a_child(parent_dies_first: bool) -> bytes:
                     time.sleep(0.005)
             tie()
             os.write(write_end, b"ran on")
-            time.sleep(0 if parent_dies_first else 60)  # a live tie: until the parent dies
+            if not parent_dies_first:
+                time.sleep(10)  # killed with its parent, below
+            os.write(write_end, b" and outlived its parent")
             os._exit(0)
         if not parent_dies_first:
             time.sleep(60)  # killed by the test below
