@@ -38,11 +38,12 @@ def _start_time(pid: int) -> Optional[int]:
     return int(stat[stat.rindex(")") + 2:].split()[19])
 
 
-def die_with_parent(parent: Optional[int] = None) -> None:
-    """SIGKILL this process when the thread that forked it ends. A uid change clears it, so
-    call it after dropping privileges; with `parent`, exit at once if it is already gone."""
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the thread that forked it ends; exit at once if `parent` (the
+    pid that forked it) is already gone, which the signal, armed only now, would miss. A uid
+    change clears it, so call it after dropping privileges."""
     _load_libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if parent is not None and os.getppid() != parent:
+    if os.getppid() != parent:
         os._exit(1)
 
 
@@ -50,8 +51,8 @@ def tied_to_parent() -> Callable[[], None]:
     """die_with_parent for a child this process is about to fork, to call before exec (a
     preexec_fn) or after dropping privileges. It names this process as the parent: a child whose
     parent died between the fork and the call, before the signal was armed, exits instead of
-    running on unowned (a pveum that would then write a token after the sweeper had revoked it:
-    seen in the fault ring). The C library is loaded here, before the fork, since an import
+    running on unowned (a pveum that would then write a token after the sweeper had revoked it;
+    shown in the fault ring with that window widened). The C library is loaded here, before the fork, since an import
     between fork and exec may deadlock."""
     _load_libc()
     return functools.partial(die_with_parent, os.getpid())
