@@ -102,7 +102,7 @@ bench: deps
 	$(MAKE) bench-fleet
 
 clean:
-	rm -rf $(VENV) $(EXPORTER_VENV) $(ANSIBLE_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(EXPORTER_VENV) $(ANSIBLE_VENV) build *.egg-info .pytest_cache .pycache-daemon
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Packaging: make deb, deb-stdeb, lint, unit-check, repo, test-system (make test needs them).

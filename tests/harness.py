@@ -82,8 +82,24 @@ def env_for(config: Path) -> Dict[str, str]:
     return env
 
 
+# The daemon's command line after the interpreter, as the unit runs it (systemd/pvemond.service).
+DAEMON_ARGS = ["-OO", "-m", "pvemond.daemon", "-c", "python:pvemond.gunicorn_conf",
+               "pvemond.wsgi:app"]
+# Its -OO bytecode, kept from run to run as the unit's cache directory keeps it on a node.
+DAEMON_PYCACHE = REPO / ".pycache-daemon"
+
+
+def daemon_env(config: Path) -> Dict[str, str]:
+    """env_for, plus the unit's bytecode cache (written even where the caller says not to)."""
+    env = env_for(config)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(DAEMON_PYCACHE)
+    return env
+
+
 class Daemon:
-    """pvemond under real gunicorn (whichever gunicorn this interpreter has)."""
+    """pvemond under real gunicorn (whichever gunicorn this interpreter has), started as the unit
+    starts it."""
 
     def __init__(self, config: Path, log: Path, prefix: List[str] = (),
                  python: str = sys.executable):
@@ -101,9 +117,8 @@ class Daemon:
         self.socket.unlink(missing_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, self.python, "-m", "pvemond.daemon", "-c", "python:pvemond.gunicorn_conf",
-                 "pvemond.wsgi:app"], env=env_for(self.config), stdout=log, stderr=log,
-                cwd=REPO, start_new_session=True)
+                [*self.prefix, self.python, *DAEMON_ARGS], env=daemon_env(self.config),
+                stdout=log, stderr=log, cwd=REPO, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

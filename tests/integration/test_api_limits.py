@@ -11,10 +11,9 @@ import sys
 
 import pytest
 
-from harness import Daemon, REPO, env_for, free_port, write_config
+from harness import DAEMON_ARGS, Daemon, REPO, daemon_env, env_for, free_port, write_config
 
-GUNICORN = [sys.executable, "-m", "pvemond.daemon", "-c", "python:pvemond.gunicorn_conf",
-            "pvemond.wsgi:app"]
+GUNICORN = [sys.executable, *DAEMON_ARGS]
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -121,7 +120,7 @@ def tcp_config(tmp_path, node, proxy, tcp: str, mode: int = 0o600):
 
 def fails_to_start(config, **env) -> str:
     """gunicorn's exit code must be non-zero; returns its output, which has no traceback."""
-    r = subprocess.run(GUNICORN, env={**env_for(config), **env}, cwd=REPO, capture_output=True,
+    r = subprocess.run(GUNICORN, env={**daemon_env(config), **env}, cwd=REPO, capture_output=True,
                        text=True, timeout=60)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "Traceback" not in out, out

@@ -398,8 +398,9 @@ class TestNode:
         fields = dict(re.findall(r"^(\w+):\s*(.*)$", status, re.M))
         assert fields["CapEff"] == fields["CapBnd"] == "0000000000000000", fields
         assert fields["NoNewPrivs"] == "1" and fields["Seccomp"] == "2", fields
-        modes = node.sh(f"stat -c '%a %U %F' {SOCKET} /run/pvemond /var/lib/pvemond").stdout.splitlines()
-        assert modes == ["600 root socket", "700 root directory", "700 root directory"], modes
+        modes = node.sh(f"stat -c '%a %U %F' {SOCKET} /run/pvemond /var/lib/pvemond "
+                        "/var/cache/pvemond").stdout.splitlines()
+        assert modes == ["600 root socket"] + ["700 root directory"] * 3, modes
         journal = node.sh("journalctl -u pvemond --no-pager -o cat").stdout
         assert f"Listening at: unix:{SOCKET}" in journal, journal[-2000:]
         # The unit as installed verifies clean on this suite's own systemd too.
@@ -492,9 +493,15 @@ class TestNode:
         node.secret_nowhere(secret)
 
     def test_survives_restart_and_converges(self, node: Node):
+        cached = "find /var/cache/pvemond -type f -printf '%P %T@\\n' | sort"
+        before = node.sh(cached).stdout
         node.sh("systemctl restart pvemond")
         assert node.sh("systemctl is-active pvemond").stdout.strip() == "active"
         kept = node.bootstrap("--json", "--format", "json")
+        # The daemon's -OO bytecode was kept under ProtectSystem=strict, and a start on it
+        # compiles nothing anew (pvemond.daemon.warm_bytecode says why that matters).
+        assert re.search(r"/flask/__init__\.cpython-\d+\.opt-2\.pyc ", before), before
+        assert node.sh(cached).stdout == before
         events = [json.loads(ln) for ln in kept["stdout"].splitlines() if ln.startswith("{")]
         assert [e["event"] for e in events][-1] == "kept" and events[-1]["delivered_to"] == "stdout", \
             [e["event"] for e in events]
@@ -592,6 +599,7 @@ class TestNode:
         status = node.sh("dpkg-query -W -f='${db:Status-Abbrev}' pvemond").stdout.strip()
         assert status == "rc", status
         assert node.sh("test -f /etc/pvemond/pvemond.yaml", check=False).returncode == 0
+        assert node.sh("test -e /var/cache/pvemond", check=False).returncode != 0
         assert node.sh("systemctl is-active pvemond", check=False).stdout.strip() != "active"
         assert node.sh("test -e /lib/systemd/system/pvemond.service || "
                        "test -e /usr/lib/systemd/system/pvemond.service", check=False).returncode != 0
@@ -599,7 +607,8 @@ class TestNode:
     def test_purge_leaves_nothing(self, node: Node):
         purge = node.sh("apt-get purge -y pvemond 2>&1", timeout=120).stdout
         assert "left in place" in purge and "pveum user delete monitoring@pve" in purge, purge
-        gone = ["/etc/pvemond", "/var/lib/pvemond", "/run/pvemond", "/usr/bin/pvemond-bootstrap",
+        gone = ["/etc/pvemond", "/var/lib/pvemond", "/var/cache/pvemond", "/run/pvemond",
+                "/usr/bin/pvemond-bootstrap",
                 "/lib/systemd/system/pvemond.service", "/usr/lib/systemd/system/pvemond.service",
                 "/etc/systemd/system/multi-user.target.wants/pvemond.service",
                 "/var/lib/systemd/deb-systemd-helper-enabled/pvemond.service.dsh-also",
