@@ -24,6 +24,8 @@ from pvesim.node import SimNode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "upstream"))
 import upnode  # noqa: E402  (tests/upstream: the genuine pveum's nodes)
+sys.path.insert(0, str(REPO / "debian"))
+import launchers  # noqa: E402  (the .deb's /usr/bin scripts)
 
 PVEUM_DELAY = 0.7
 STATUS_REQUESTS = 300
@@ -240,19 +242,20 @@ def claim_round_trip(work: Path) -> None:
             times = [_one_claim(config, work, f"c{n}") for n in range(CLAIMS)]
             bench("claim_round_trip", statistics.median(times), "ms")
             bench("claim_round_trip_min", min(times), "ms")
-            bench("claim_client_start", _client_start(config), "ms")
+            bench("claim_client_start", _client_start(work, config), "ms")
             bench("claim_stdlib_floor", _stdlib_floor(), "ms")
             orphan_cleanup(config, node)
 
 
-# pvemond-claim as the package installs it (debian/launchers.py), not `python -m`, whose runpy a
-# user's claim never pays.
-CLAIM_LAUNCHER = "import sys; from pvemond.cli.claim import command; sys.exit(command())"
-
-
-def run_claim(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CLAIM_LAUNCHER, *args], env=env_for(config),
-                          capture_output=True, text=True, timeout=60, cwd=config.parent)
+def run_claim(work: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
+    """pvemond-claim as the package installs it (debian/launchers.py: python3 -S, importing
+    from the package's directory), not `python -m`, whose runpy a user's claim never pays."""
+    script = work / "pvemond-claim"
+    if not script.exists():
+        script.write_text(launchers.launcher(script.name, "pvemond.cli.claim:command", str(REPO)))
+    return subprocess.run([sys.executable, launchers.FLAGS, str(script), *args],
+                          env=env_for(config), capture_output=True, text=True, timeout=60,
+                          cwd=config.parent)
 
 
 def _one_claim(config: Path, work: Path, token: str) -> float:
@@ -260,7 +263,7 @@ def _one_claim(config: Path, work: Path, token: str) -> float:
     boot = Bootstrap(config, "--listen", "127.0.0.1", "--port", str(port), "--token", token)
     offer = boot.wait_for("claim_open")
     start = time.monotonic()
-    r = run_claim(config, f"127.0.0.1:{port}", offer["code"], "--pin", offer["pin"],
+    r = run_claim(work, config, f"127.0.0.1:{port}", offer["code"], "--pin", offer["pin"],
                   "--format", "pve-exporter", "-o", str(work / f"{token}.yml"))
     elapsed = (time.monotonic() - start) * 1000
     if r.returncode or boot.finish():
@@ -268,9 +271,9 @@ def _one_claim(config: Path, work: Path, token: str) -> float:
     return elapsed
 
 
-def _client_start(config: Path) -> float:
+def _client_start(work: Path, config: Path) -> float:
     """pvemond-claim's own start (interpreter and imports, no network)."""
-    return _best_of(lambda: run_claim(config, "--help"))
+    return _best_of(lambda: run_claim(work, config, "--help"))
 
 
 def _stdlib_floor() -> float:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pvemond.contract import PayloadError, check_text
 from pvemond.formats import FORMATS, HEADER, FormatError, module_name, render, render_files
 
 if sys.version_info >= (3, 11):
@@ -698,3 +699,15 @@ def test_a_claim_replaces_the_module_bootstrap_wrote():
 def test_an_unknown_writer_is_refused():
     with pytest.raises(FormatError, match="unknown writer"):
         render("env", make_payload(), ca_path=CA, writer="someone")
+
+
+@pytest.mark.parametrize("char, refused", [
+    ("\x00", True), ("\x1f", True), (" ", False), ("~", False), ("\x7f", True), ("\x85", True),
+    ("\x9f", True), ("\xa0", False), ("é", False), ("\u2027", False), ("\u2028", True),
+    ("\u2029", True), ("\u202a", False)])
+def test_control_characters_and_line_breaks_are_refused_and_nothing_else(char, refused):
+    if refused:
+        with pytest.raises(PayloadError, match="'cluster' contains a control character"):
+            check_text(f"prod{char}east", "cluster")
+    else:
+        assert check_text(f"prod{char}east", "cluster") == f"prod{char}east"
