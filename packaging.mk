@@ -60,7 +60,7 @@ deb-stdeb:
 	    pytest.ini pvemond etc man systemd tests | tar -C $(PKG_BUILD)/stdeb-src -xf -
 	cp $(CURDIR)/debian/stdeb/MANIFEST.in $(PKG_BUILD)/stdeb-src/
 	cp $(CURDIR)/debian/copyright $(CURDIR)/debian/pvemond.postrm $(CURDIR)/debian/pvemond.docs \
-	    $(CURDIR)/debian/pybuild.testfiles \
+	    $(CURDIR)/debian/pybuild.testfiles $(CURDIR)/debian/launchers.py \
 	    $(CURDIR)/debian/stdeb/pvemond.install $(CURDIR)/debian/stdeb/pvemond.manpages \
 	    $(PKG_BUILD)/stdeb-src/debian/
 	cp -L $(CURDIR)/debian/pvemond.service $(PKG_BUILD)/stdeb-src/debian/
