@@ -34,13 +34,14 @@ def launcher(name: str, target: str, site_dir: str) -> str:
                            site_dir=site_dir)
 
 
-def main(destdir: str) -> int:
+def main(destdir: str, site_dir: str) -> int:
+    """site_dir: where the modules are on an installed system. Not where this build put them
+    (pybuild's /usr/lib/python3.X): dh_python3 moves them to /usr/lib/python3 afterwards."""
     found = glob.glob(os.path.join(destdir, "usr/lib/python3*/dist-packages/*.egg-info/entry_points.txt"))
     if len(found) != 1:
         sys.exit(f"launchers.py: expected one entry_points.txt under {destdir}, found {found}")
     points = configparser.ConfigParser()
     points.read(found[0])
-    site_dir = "/" + os.path.relpath(os.path.dirname(os.path.dirname(found[0])), destdir)
     for name, target in points.items("console_scripts"):
         path = os.path.join(destdir, "usr/bin", name)
         if not os.path.exists(path):
@@ -53,4 +54,4 @@ def main(destdir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[2]))
