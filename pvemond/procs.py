@@ -52,8 +52,8 @@ def tied_to_parent() -> Callable[[], None]:
     preexec_fn) or after dropping privileges. It names this process as the parent: a child whose
     parent died between the fork and the call, before the signal was armed, exits instead of
     running on unowned (a pveum that would then write a token after the sweeper had revoked it;
-    shown in the fault ring with that window widened). The C library is loaded here, before the fork, since an import
-    between fork and exec may deadlock."""
+    shown in the fault ring with that window widened). The C library is loaded here, before the
+    fork, since an import between fork and exec may deadlock."""
     _load_libc()
     return functools.partial(die_with_parent, os.getpid())
 
