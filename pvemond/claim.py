@@ -41,12 +41,10 @@ import json
 import logging
 import os
 import selectors
-import shutil
 import socket
 import ssl
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -184,31 +182,31 @@ class _Throttle:
 
 @contextlib.contextmanager
 def fresh_identity(openssl: str = "openssl") -> Iterator[Tuple[str, str]]:
-    """A new ECDSA P-256 key and a self-signed certificate for one claim, as (certfile, keyfile)
-    in a private temporary directory that is gone when the block ends: load them in it.
+    """A new ECDSA P-256 key and a self-signed certificate for one claim, as (certfile, keyfile):
+    /proc/self/fd paths of two anonymous memory files (memfd), open in this process until the
+    block ends (load them in it).
 
-    The stdlib cannot make keys, so openssl (on every PVE node) does, writing the key itself
-    (umask 077, a 0700 directory): no key material passes a command line or a pipe. The
-    certificate says one day (OpenSSL before 3.4 has no exact end date); the claim itself ends
-    far sooner, and nothing answers with this key after that."""
-    where = tempfile.mkdtemp(prefix="pvemond-claim-")
-    cert, key = f"{where}/claim.pem", f"{where}/claim.key"
-    old = os.umask(0o077)
+    The stdlib cannot make keys, so openssl (on every PVE node) does, writing through the same
+    paths (it inherits the two descriptors under their numbers): no key material passes a
+    command line or a pipe, and none touches a file system, so a kill at any instant leaves no
+    key behind and a full disk cannot stop a claim. The certificate says one day (OpenSSL
+    before 3.4 has no exact end date); the claim itself ends far sooner, and nothing answers
+    with this key after that."""
+    fds = os.memfd_create("pvemond-claim.pem"), os.memfd_create("pvemond-claim.key")
     try:
-        subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
-                        "-days", "1", "-subj", "/CN=pvemond claim", "-batch"],
-                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        shutil.rmtree(where, ignore_errors=True)
-        raise OSError(f"cannot make the claim's key with {openssl}: {_why(exc)}") from None
-    finally:
-        os.umask(old)
-    try:
+        cert, key = (f"/proc/self/fd/{fd}" for fd in fds)
+        try:
+            subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                            "-days", "1", "-subj", "/CN=pvemond claim", "-batch"],
+                           check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=30, pass_fds=fds)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise OSError(f"cannot make the claim's key with {openssl}: {_why(exc)}") from None
         yield cert, key
     finally:
-        shutil.rmtree(where, ignore_errors=True)
+        for fd in fds:
+            os.close(fd)
 
 
 def _why(exc: BaseException) -> str:

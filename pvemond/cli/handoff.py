@@ -173,7 +173,8 @@ def _child(cfg: ClaimConfig, inbox: int, out: int, tie: Callable[[], None]) -> N
 
 def _bind(cfg: ClaimConfig, ask: Callable[[str], bool]) -> Tuple[claim.ClaimListener, int, str]:
     """A listener with this claim's own key, bound: (listener, port, certificate PEM). The key's
-    files are gone when this returns; the key lives on only in the listener's TLS context."""
+    memory files are closed when this returns; the key lives on only in the listener's TLS
+    context."""
     with claim.fresh_identity() as (cert, key):
         listener = claim.ClaimListener(b"", None, cert, key, host=cfg.listen, port=cfg.port,
                                        ttl=cfg.ttl, max_attempts=cfg.max_attempts,

@@ -9,6 +9,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import free_port
+from harness import REPO, free_port
 from pvemond import claim, codes, tlspin
 from pvemond.cli import claim as cli
 from pvemond.cli import handoff
@@ -38,19 +39,34 @@ def served_der(port: int) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # fresh_identity
 
-def test_fresh_identity_is_a_new_p256_key_in_private_files_that_go_away():
+def test_fresh_identity_is_a_new_p256_key_in_memory_files_that_go_away():
     with claim.fresh_identity() as (cert, key):
-        folder = Path(cert).parent
-        assert Path(key).parent == folder and oct(folder.stat().st_mode & 0o777) == "0o700"
-        assert oct(Path(key).stat().st_mode & 0o777) == "0o600"
-        text = openssl("x509", "-in", cert, "-noout", "-text")
+        # anonymous memory, no file system: nothing to leave behind, nothing a full disk stops
+        assert all(os.readlink(path).startswith("/memfd:") for path in (cert, key))
+        pem = Path(cert).read_text()
+        text = subprocess.run(["openssl", "x509", "-noout", "-text"], input=pem, check=True,
+                              capture_output=True, text=True).stdout
         assert "prime256v1" in text or "P-256" in text
         assert "Issuer: CN = pvemond claim" in text and "Subject: CN = pvemond claim" in text
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
-        first = tlspin.pin_of_der(tlspin.pem_to_der(Path(cert).read_text()))
-    assert not folder.exists()
+        first = tlspin.pin_of_der(tlspin.pem_to_der(pem))
+    for path in (cert, key):  # closed: the number is free, or holds something else now
+        assert not os.path.exists(path) or not os.readlink(path).startswith("/memfd:pvemond")
     with claim.fresh_identity() as (cert, _):
         assert tlspin.pin_of_der(tlspin.pem_to_der(Path(cert).read_text())) != first
+
+
+def test_a_kill_inside_fresh_identity_leaves_no_file(tmp_path):
+    """kill -9 while the claim's key exists (bootstrap killed as it binds): nothing stays
+    behind, in the temporary directory or elsewhere a key could be found later."""
+    script = ("import os, signal\nfrom pvemond import claim\n"
+              "with claim.fresh_identity() as (cert, key):\n"
+              "    print(os.readlink(key), flush=True)\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    r = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=str(REPO)),
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == -9 and r.stdout.startswith("/memfd:pvemond-claim.key")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fresh_identity_says_why_openssl_failed():
