@@ -278,8 +278,9 @@ def _one_claim(config: Path, work: Path, token: str) -> float:
     boot = Bootstrap(config, "--listen", "127.0.0.1", "--port", str(port), "--token", token)
     offer = boot.wait_for("claim_open")
     start = time.monotonic()
-    r = run_installed("pvemond-claim", config, f"127.0.0.1:{port}", offer["code"], "--pin", offer["pin"],
-                  "--format", "pve-exporter", "-o", str(work / f"{token}.yml"))
+    r = run_installed("pvemond-claim", config, f"127.0.0.1:{port}", offer["code"],
+                      "--pin", offer["pin"], "--format", "pve-exporter",
+                      "-o", str(work / f"{token}.yml"))
     elapsed = (time.monotonic() - start) * 1000
     if r.returncode or boot.finish():
         raise SystemExit(f"claim failed: {r.stderr}")

@@ -24,10 +24,6 @@ from pvemond.cli import handoff
 from pvemond.config import ClaimConfig
 
 
-def openssl(*args: str) -> str:
-    return subprocess.run(["openssl", *args], check=True, capture_output=True, text=True).stdout
-
-
 def served_der(port: int) -> bytes:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
@@ -58,13 +54,14 @@ def test_fresh_identity_is_a_new_p256_key_in_memory_files_that_go_away():
 
 def test_a_kill_inside_fresh_identity_leaves_no_file(tmp_path):
     """kill -9 while the claim's key exists (bootstrap killed as it binds): nothing stays
-    behind, in the temporary directory or elsewhere a key could be found later."""
+    behind in the temporary directory, where the key's directory used to be."""
     script = ("import os, signal\nfrom pvemond import claim\n"
               "with claim.fresh_identity() as (cert, key):\n"
               "    print(os.readlink(key), flush=True)\n"
               "    os.kill(os.getpid(), signal.SIGKILL)\n")
-    r = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=str(REPO)),
-                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == -9 and r.stdout.startswith("/memfd:pvemond-claim.key")
     assert list(tmp_path.iterdir()) == []
 
