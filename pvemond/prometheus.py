@@ -373,16 +373,31 @@ def unreadable_by(path: str, user: str) -> Optional[str]:
     if pw.pw_uid == 0:
         return None
     gids = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    return _unreadable(path, user, pw.pw_uid, gids)
+
+
+def unreadable_by_group(path: str, group: str) -> Optional[str]:
+    """Why a member of `group` who owns none of it cannot read `path` (the file and its
+    directories), or None."""
+    import grp
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return f"there is no group {group}"
+    return _unreadable(path, f"group {group}", -1, {gid})
+
+
+def _unreadable(path: str, who: str, uid: int, gids: set) -> Optional[str]:
     path = os.path.abspath(path)
     parts = [os.path.dirname(path)]
     while parts[-1] != os.path.dirname(parts[-1]):
         parts.append(os.path.dirname(parts[-1]))
     for directory in reversed(parts):
-        if not _may(directory, pw.pw_uid, gids, 0o1):
-            return f"{user} cannot enter {directory}"
-    if not _may(path, pw.pw_uid, gids, 0o4):
+        if not _may(directory, uid, gids, 0o1):
+            return f"{who} cannot enter {directory}"
+    if not _may(path, uid, gids, 0o4):
         st = os.stat(path)
-        return (f"{user} cannot read {path} (mode {st.st_mode & 0o7777:04o}, owner "
+        return (f"{who} cannot read {path} (mode {st.st_mode & 0o7777:04o}, owner "
                 f"{_name(st.st_uid)}:{_group(st.st_gid)}); pass --owner or --group")
     return None
 

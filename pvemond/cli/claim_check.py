@@ -149,21 +149,9 @@ def check_readable(written: Written, owner: Optional[str], group: Optional[str])
     for path in (written.config, written.ca_path):
         why = prometheus.unreadable_by(path, owner) if owner and path else None
         if path and not why and group and not owner:
-            why = _group_unreadable(path, group)
+            why = prometheus.unreadable_by_group(path, group)
         if why:
             rc = _check_failed(why)
     if rc == EXIT_OK:
         say(f"  check: {owner or 'group ' + str(group)} can read {written.config}")
     return rc
-
-
-def _group_unreadable(path: str, group: str) -> Optional[str]:
-    import grp
-    st = os.stat(path)
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError:
-        return f"there is no group {group}"
-    if st.st_gid == gid and st.st_mode & 0o040 or st.st_mode & 0o004:
-        return None
-    return f"group {group} cannot read {path} (mode {st.st_mode & 0o7777:04o})"

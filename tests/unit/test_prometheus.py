@@ -3,6 +3,7 @@ rest byte for byte, idempotent, refusals), promtool run for real, the reload and
 Prometheus's HTTP API reports them."""
 from __future__ import annotations
 
+import grp
 import http.server
 import json
 import os
@@ -365,6 +366,29 @@ def test_a_closed_directory_is_named(open_dir):
     path.write_text("x")
     path.chmod(0o644)
     assert prometheus.unreadable_by(str(path), "nobody") == f"nobody cannot enter {inner}"
+
+
+def test_a_group_is_checked_down_the_whole_path(open_dir):
+    """--owner root --group G with the config in a directory only root enters: the file's group
+    bits alone would say G can read it; its exporter could not."""
+    gid = grp.getgrnam("nogroup").gr_gid
+    inner = open_dir / "closed"
+    inner.mkdir(mode=0o700)
+    path = inner / "pve.yml"
+    path.write_text("x")
+    os.chown(path, 0, gid)
+    path.chmod(0o640)
+    why = prometheus.unreadable_by_group(str(path), "nogroup")
+    assert why == f"group nogroup cannot enter {inner}"
+    os.chown(inner, 0, gid)
+    inner.chmod(0o710)
+    assert prometheus.unreadable_by_group(str(path), "nogroup") is None
+    path.chmod(0o600)
+    why = prometheus.unreadable_by_group(str(path), "nogroup")
+    assert why and why.startswith(f"group nogroup cannot read {path} (mode 0600, "
+                                  "owner root:nogroup)")
+    assert prometheus.unreadable_by_group(str(path), "no-such-group-here") == \
+        "there is no group no-such-group-here"
 
 
 def test_the_module_is_stdlib_only():
