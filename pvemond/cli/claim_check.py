@@ -3,7 +3,6 @@ just written), each failure turned into one sentence naming the cause and the fi
 consumer's user can read what was written. Stdlib only, Python >= 3.9."""
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 
