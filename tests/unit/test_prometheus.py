@@ -369,7 +369,7 @@ def test_a_closed_directory_is_named(open_dir):
 
 
 def test_a_group_is_checked_down_the_whole_path(open_dir):
-    """--owner root --group G with the config in a directory only root enters: the file's group
+    """--group G (no --owner) with the config in a directory only root enters: the file's group
     bits alone would say G can read it; its exporter could not."""
     gid = grp.getgrnam("nogroup").gr_gid
     inner = open_dir / "closed"
