@@ -192,10 +192,12 @@ def fresh_identity(openssl: str = "openssl") -> Iterator[Tuple[str, str]]:
     key behind and a full disk cannot stop a claim. The certificate says one day (OpenSSL
     before 3.4 has no exact end date); the claim itself ends far sooner, and nothing answers
     with this key after that."""
-    fds = os.memfd_create("pvemond-claim.pem"), os.memfd_create("pvemond-claim.key")
+    fds: List[int] = []
     try:
-        cert, key = (f"/proc/self/fd/{fd}" for fd in fds)
         try:
+            fds.append(os.memfd_create("pvemond-claim.pem"))  # one by one: none leaks on EMFILE
+            fds.append(os.memfd_create("pvemond-claim.key"))
+            cert, key = (f"/proc/self/fd/{fd}" for fd in fds)
             subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
                             "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
                             "-days", "1", "-subj", "/CN=pvemond claim", "-batch"],

@@ -72,6 +72,25 @@ def test_fresh_identity_says_why_openssl_failed():
             pass
 
 
+def test_fresh_identity_says_why_it_has_no_memory_file(monkeypatch):
+    """memfd_create failing (EMFILE) at the second file: a sentence, and the first one closed."""
+    made: list = []
+    real = os.memfd_create
+
+    def memfd_create(name: str) -> int:
+        if made:
+            raise OSError(24, "Too many open files")
+        made.append(real(name))
+        return made[-1]
+
+    monkeypatch.setattr(os, "memfd_create", memfd_create)
+    with pytest.raises(OSError, match="cannot make the claim's key .*Too many open files"):
+        with claim.fresh_identity():
+            pass
+    with pytest.raises(OSError):
+        os.fstat(made[0])
+
+
 def test_fresh_identity_is_cheap():
     start = time.monotonic()
     for _ in range(5):
